@@ -1,0 +1,87 @@
+# callrail-sqlite: a SQLite extension that sends rows to the CallRail API v3.
+#
+#   make          build callrail.so (and libcallrail.a for static embedding)
+#   make demo     the main job: send records to the bundled fake CallRail server
+#   make test     every test, plain and under ASan+UBSan, plus valgrind
+#   make lint     clang-format check
+#   make clean
+#
+# `deps` installs the -dev packages with apt-get when run as root and
+# missing, or says the exact command to run.
+
+CC      ?= gcc
+BUILD   := build
+PKGS    := sqlite3 libcurl
+DEBPKGS := libsqlite3-dev libcurl4-openssl-dev sqlite3 pkg-config python3 valgrind
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null)
+
+# timegm() and strptime() are POSIX/BSD, hidden by -std=c11 alone.
+DEFS    := -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700
+WARN    := -Wall -Wextra -Werror
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 $(CFLAGS) $(WARN) $(DEFS) -fPIC -Iext -Iinclude -I$(BUILD) $(PKG_CFLAGS)
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRCS := ext/callrail.c ext/cr_util.c ext/cr_config.c ext/cr_cred.c ext/cr_record.c \
+        ext/cr_request.c ext/cr_http.c ext/cr_quota.c ext/cr_store.c ext/cr_run.c \
+        ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c
+HDRS := ext/cr_internal.h include/callrail.h $(BUILD)/cr_schema_sql.h
+
+.PHONY: all deps demo test test-fast lint clean asan valgrind
+
+all: callrail.so $(BUILD)/libcallrail.a
+
+deps:
+	@missing=""; \
+	for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing=1; done; \
+	for c in sqlite3 python3 valgrind pkg-config; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "deps: installing $(DEBPKGS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBPKGS) >/dev/null || exit 1; \
+	  else \
+	    echo "deps: missing build dependencies; run:"; \
+	    echo "  sudo apt-get install -y $(DEBPKGS)"; exit 1; \
+	  fi; \
+	fi
+
+# The schema lives in sql/schema.sql; the extension carries it as a string.
+$(BUILD)/cr_schema_sql.h: sql/schema.sql
+	@mkdir -p $(BUILD)
+	{ echo 'static const char cr_schema_sql[] ='; \
+	  grep -v '^--' $< | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/  "/' -e 's/$$/\\n"/'; \
+	  echo ';'; } > $@
+
+callrail.so: $(SRCS) $(HDRS) | deps
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(PKG_LIBS)
+
+# For applications that link the extension in (SQLITE_CORE: direct calls).
+STATIC_OBJS := $(SRCS:ext/%.c=$(BUILD)/static/%.o)
+$(BUILD)/static/%.o: ext/%.c $(HDRS) | deps
+	@mkdir -p $(BUILD)/static
+	$(CC) $(ALL_CFLAGS) -DSQLITE_CORE -c -o $@ $<
+
+$(BUILD)/libcallrail.a: $(STATIC_OBJS)
+	rm -f $@
+	ar rcs $@ $(STATIC_OBJS)
+
+# Sanitizer build: the extension, loaded into the system sqlite3 shell with
+# libasan preloaded, and the static library for the embedding test.
+$(BUILD)/asan/callrail.so: $(SRCS) $(HDRS) | deps
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -shared -o $@ $(SRCS) $(PKG_LIBS)
+
+asan: $(BUILD)/asan/callrail.so
+
+demo: all
+	sh examples/demo.sh
+
+test: all asan
+	sh tests/run.sh
+
+lint:
+	clang-format --dry-run --Werror ext/*.c ext/*.h include/*.h tests/*.c tests/unit/*.c examples/*.c
+
+clean:
+	rm -rf $(BUILD) callrail.so tests/tmp

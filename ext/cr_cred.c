@@ -1,0 +1,324 @@
+/*
+** cr_cred.c - credentials: where an API key comes from, and where it may go.
+**
+** callrail_credentials stores only a reference to a key ('env:VAR',
+** 'file:PATH') or the word 'memory'; a key given inline lives in this
+** connection's memory (cr_memtoken) and is wiped when the connection
+** closes.  So no table, file, WAL or journal ever holds a key.
+**
+** The key is sent only to its credential's api_base origin.  api_base must
+** be https, except a loopback address for tests; cr_origin_check() compares
+** scheme, host and port of every URL with it before a request is made.
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Keys longer than this are not CallRail keys (they are 32 hex digits). */
+#define CR_MAX_TOKEN 4096
+
+struct cr_memtoken {
+  char *zName;
+  char *zToken;
+  cr_memtoken *pNext;
+};
+
+/* Overwrites a secret before its memory is freed. */
+static void cr_wipe_free(char *z) {
+  if (z) {
+    volatile char *p = z;
+    while (*p) *p++ = 0;
+    sqlite3_free(z);
+  }
+}
+
+int cr_memtoken_set(cr_conn *pConn, const char *zName, const char *zToken) {
+  cr_memtoken *p;
+  for (p = pConn->pTokens; p && strcmp(p->zName, zName) != 0; p = p->pNext) {
+  }
+  if (p == 0) {
+    p = sqlite3_malloc(sizeof(*p));
+    if (p == 0) return 0;
+    p->zName = cr_strdup(zName);
+    p->zToken = 0;
+    p->pNext = pConn->pTokens;
+    pConn->pTokens = p;
+  }
+  cr_wipe_free(p->zToken);
+  p->zToken = cr_strdup(zToken);
+  return p->zName != 0 && p->zToken != 0;
+}
+
+const char *cr_memtoken_get(cr_conn *pConn, const char *zName) {
+  cr_memtoken *p;
+  for (p = pConn->pTokens; p; p = p->pNext) {
+    if (strcmp(p->zName, zName) == 0) return p->zToken;
+  }
+  return 0;
+}
+
+void cr_memtoken_free_all(cr_conn *pConn) {
+  while (pConn->pTokens) {
+    cr_memtoken *p = pConn->pTokens;
+    pConn->pTokens = p->pNext;
+    sqlite3_free(p->zName);
+    cr_wipe_free(p->zToken);
+    sqlite3_free(p);
+  }
+}
+
+void cr_cred_free(cr_cred *p) {
+  if (p) {
+    sqlite3_free(p->zName);
+    sqlite3_free(p->zApiBase);
+    cr_wipe_free(p->zToken);
+    sqlite3_free(p);
+  }
+}
+
+/* ------------------------------------------------------------------------
+** URLs and origins
+*/
+
+/* The parts of an absolute URL that make its origin. */
+typedef struct cr_origin {
+  char *zScheme;
+  char *zHost;
+  char *zPort;
+} cr_origin;
+
+static void cr_origin_clear(cr_origin *o) {
+  curl_free(o->zScheme);
+  curl_free(o->zHost);
+  curl_free(o->zPort);
+  memset(o, 0, sizeof(*o));
+}
+
+/* Splits zUrl into its origin; CURLUE_OK or libcurl's parse error. */
+static CURLUcode cr_origin_parse(const char *zUrl, cr_origin *o, CURLU **ppUrl) {
+  CURLU *pUrl = curl_url();
+  CURLUcode uc = pUrl ? curl_url_set(pUrl, CURLUPART_URL, zUrl, 0) : CURLUE_OUT_OF_MEMORY;
+  memset(o, 0, sizeof(*o));
+  if (uc == CURLUE_OK) uc = curl_url_get(pUrl, CURLUPART_SCHEME, &o->zScheme, 0);
+  if (uc == CURLUE_OK) uc = curl_url_get(pUrl, CURLUPART_HOST, &o->zHost, 0);
+  if (uc == CURLUE_OK) uc = curl_url_get(pUrl, CURLUPART_PORT, &o->zPort, CURLU_DEFAULT_PORT);
+  if (uc != CURLUE_OK) cr_origin_clear(o);
+  if (ppUrl && uc == CURLUE_OK) *ppUrl = pUrl;
+  else curl_url_cleanup(pUrl);
+  return uc;
+}
+
+static int cr_host_is_loopback(const char *zHost) {
+  return strcasecmp(zHost, "localhost") == 0 || strcmp(zHost, "[::1]") == 0 ||
+         strncmp(zHost, "127.", 4) == 0;
+}
+
+int cr_url_is_loopback(const char *zUrl) {
+  cr_origin o;
+  int res = 0;
+  if (cr_origin_parse(zUrl, &o, 0) == CURLUE_OK) {
+    res = cr_host_is_loopback(o.zHost);
+    cr_origin_clear(&o);
+  }
+  return res;
+}
+
+int cr_origin_check(const char *zApiBase, const char *zUrl, char **pzErr) {
+  cr_origin a, b;
+  int rc = SQLITE_ERROR;
+  if (cr_origin_parse(zApiBase, &a, 0) != CURLUE_OK) {
+    cr_set_error(pzErr, "api_base \"%s\" is not a valid URL", zApiBase);
+    return SQLITE_ERROR;
+  }
+  if (cr_origin_parse(zUrl, &b, 0) != CURLUE_OK) {
+    cr_set_error(pzErr, "\"%s\" is not a valid URL", zUrl);
+  } else if (strcasecmp(a.zScheme, b.zScheme) != 0 || strcasecmp(a.zHost, b.zHost) != 0 ||
+             strcmp(a.zPort, b.zPort) != 0) {
+    cr_set_error(pzErr, "URL origin %s://%s:%s differs from the credential's api_base %s://%s:%s",
+                 b.zScheme, b.zHost, b.zPort, a.zScheme, a.zHost, a.zPort);
+  } else {
+    rc = SQLITE_OK;
+  }
+  cr_origin_clear(&a);
+  cr_origin_clear(&b);
+  return rc;
+}
+
+/* Refuses an api_base that has more than an origin. */
+static int cr_api_base_bare(CURLU *pUrl) {
+  static const CURLUPart aPart[] = {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_QUERY,
+                                    CURLUPART_FRAGMENT};
+  char *zPath = 0;
+  size_t i;
+  int bare = 1;
+  for (i = 0; i < sizeof(aPart) / sizeof(aPart[0]); i++) {
+    char *z = 0;
+    if (curl_url_get(pUrl, aPart[i], &z, 0) == CURLUE_OK) bare = 0;
+    curl_free(z);
+  }
+  if (curl_url_get(pUrl, CURLUPART_PATH, &zPath, 0) == CURLUE_OK && strcmp(zPath, "/") != 0) {
+    bare = 0;
+  }
+  curl_free(zPath);
+  return bare;
+}
+
+int cr_api_base_normalize(const char *zCred, const char *zBase, char **pzOut, char **pzErr) {
+  cr_origin o;
+  CURLU *pUrl = 0;
+  int rc = SQLITE_ERROR;
+  if (strpbrk(zBase, "\r\n\t ") || cr_origin_parse(zBase, &o, &pUrl) != CURLUE_OK) {
+    cr_set_error(pzErr, "credential \"%s\": api_base \"%s\" is not a valid URL", zCred, zBase);
+    return SQLITE_ERROR;
+  }
+  if (!cr_api_base_bare(pUrl)) {
+    cr_set_error(pzErr,
+                 "credential \"%s\": api_base \"%s\" must be an origin only "
+                 "(scheme://host[:port]), with no path, query or user info",
+                 zCred, zBase);
+  } else if (strcasecmp(o.zScheme, "https") != 0 &&
+             !(strcasecmp(o.zScheme, "http") == 0 && cr_host_is_loopback(o.zHost))) {
+    cr_set_error(pzErr,
+                 "credential \"%s\": api_base \"%s\" must use https "
+                 "(http is allowed only for a loopback address, for testing)",
+                 zCred, zBase);
+  } else {
+    *pzOut = sqlite3_mprintf("%s://%s:%s", o.zScheme, o.zHost, o.zPort);
+    rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
+  }
+  cr_origin_clear(&o);
+  curl_url_cleanup(pUrl);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Resolving the key
+*/
+
+/* Reads a key from a file that only its owner may read (like ssh). */
+static int cr_token_from_file(const char *zCred, const char *zPath, char **pzToken, char **pzErr) {
+  struct stat st;
+  char aBuf[CR_MAX_TOKEN + 2];
+  ssize_t n;
+  int fd = open(zPath, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    cr_set_error(pzErr, "credential \"%s\": cannot read key file %s: %s", zCred, zPath,
+                 strerror(errno));
+    return SQLITE_ERROR;
+  }
+  if (fstat(fd, &st) != 0 || (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    close(fd);
+    cr_set_error(pzErr,
+                 "credential \"%s\": key file %s is readable by other users; "
+                 "run: chmod 600 %s",
+                 zCred, zPath, zPath);
+    return SQLITE_ERROR;
+  }
+  n = read(fd, aBuf, CR_MAX_TOKEN + 1);
+  close(fd);
+  if (n < 0 || n > CR_MAX_TOKEN) {
+    cr_set_error(pzErr, "credential \"%s\": key file %s is unreadable or too large", zCred, zPath);
+    return SQLITE_ERROR;
+  }
+  while (n > 0 && (aBuf[n - 1] == '\n' || aBuf[n - 1] == '\r' || aBuf[n - 1] == ' ')) n--;
+  aBuf[n] = 0;
+  *pzToken = cr_strdup(aBuf);
+  memset(aBuf, 0, sizeof(aBuf));
+  return SQLITE_OK;
+}
+
+static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSource,
+                            char **pzToken, char **pzErr) {
+  if (strncmp(zSource, "env:", 4) == 0) {
+    const char *zVal = getenv(zSource + 4);
+    if (zVal == 0 || zVal[0] == 0) {
+      cr_set_error(pzErr, "credential \"%s\": environment variable %s is not set", zCred,
+                   zSource + 4);
+      return SQLITE_ERROR;
+    }
+    *pzToken = cr_strdup(zVal);
+    return SQLITE_OK;
+  }
+  if (strncmp(zSource, "file:", 5) == 0) {
+    return cr_token_from_file(zCred, zSource + 5, pzToken, pzErr);
+  }
+  if (cr_memtoken_get(pConn, zCred) == 0) {
+    cr_set_error(pzErr,
+                 "credential \"%s\" keeps its key in the memory of the connection that "
+                 "registered it; call callrail_credential('%s', ...) on this connection",
+                 zCred, zCred);
+    return SQLITE_ERROR;
+  }
+  *pzToken = cr_strdup(cr_memtoken_get(pConn, zCred));
+  return SQLITE_OK;
+}
+
+/* A key with a quote, CR or LF could forge headers: refuse it, unshown. */
+static int cr_token_check(const char *zCred, const char *zToken, char **pzErr) {
+  if (zToken[0] == 0 || strpbrk(zToken, "\"\r\n") || strlen(zToken) > CR_MAX_TOKEN) {
+    cr_set_error(pzErr, "credential \"%s\": the key is empty or holds a quote, CR or LF", zCred);
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
+}
+
+/* Reads name, source and api_base of credential zName. */
+static int cr_cred_row(sqlite3 *db, const char *zName, cr_cred **ppCred, char **pzSource,
+                       char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc;
+  if (zName == 0) {
+    cr_set_error(pzErr, "credential name is NULL");
+    return SQLITE_ERROR;
+  }
+  rc = cr_prepare(db, "SELECT source, api_base FROM callrail_credentials WHERE name=?1", &pStmt,
+                  pzErr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
+    if (sqlite3_step(pStmt) != SQLITE_ROW) {
+      cr_set_error(pzErr, "unknown credential \"%s\"", zName);
+      rc = SQLITE_ERROR;
+    }
+  }
+  if (rc == SQLITE_OK) {
+    cr_cred *p = sqlite3_malloc(sizeof(*p));
+    if (p == 0) {
+      rc = SQLITE_NOMEM;
+    } else {
+      p->zName = cr_strdup(zName);
+      p->zApiBase = cr_strdup((const char *)sqlite3_column_text(pStmt, 1));
+      p->zToken = 0;
+      if (pzSource) *pzSource = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
+      *ppCred = p;
+    }
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+int cr_cred_load_public(sqlite3 *db, const char *zName, cr_cred **ppCred, char **pzErr) {
+  return cr_cred_row(db, zName, ppCred, 0, pzErr);
+}
+
+int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCred, char **pzErr) {
+  char *zSource = 0;
+  cr_cred *pCred = 0;
+  int rc = cr_cred_row(db, zName, &pCred, &zSource, pzErr);
+  if (rc == SQLITE_OK) rc = cr_token_resolve(pConn, zName, zSource, &pCred->zToken, pzErr);
+  if (rc == SQLITE_OK) rc = cr_token_check(zName, pCred->zToken, pzErr);
+  sqlite3_free(zSource);
+  if (rc != SQLITE_OK) {
+    cr_cred_free(pCred);
+    pCred = 0;
+  }
+  *ppCred = pCred;
+  return rc;
+}

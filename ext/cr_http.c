@@ -1,0 +1,444 @@
+/*
+** cr_http.c - the transport: libcurl's multi interface, one per connection.
+**
+** One multi handle lives with the database connection, so its connection
+** cache, DNS cache and TLS sessions serve every request and every run;
+** HTTP/2 multiplexing is used where the server offers it.  Callers start
+** transfers and then drive them with cr_http_wait(), which hands back
+** finished ones, so a run keeps `concurrency` requests in flight.
+**
+** Safety rules that every request follows (SPEC section 6):
+**   - the URL's origin must be the credential's api_base, checked here,
+**     right before the key is put into a header;
+**   - only https (http for loopback bases) and no redirects: a 3xx is an
+**     answer, recorded with its Location;
+**   - TLS peers and host names are always verified;
+**   - libcurl re-sends a request on its own when a reused keep-alive
+**     connection turns out dead before any response byte (DESIGN-NOTES 3).
+**     For POST and PATCH that may duplicate a phone call, so the
+**     CURLOPT_PREREQFUNCTION callback, which runs once per attempt to send,
+**     aborts the second attempt.  The transfer then reports a dropped
+**     connection and the caller decides (a POST is `unknown`).
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <string.h>
+#include <strings.h>
+
+struct cr_http {
+  CURLM *pMulti;
+  CURLSH *pShare;
+  int nRunning; /* transfers started and not yet handed back */
+};
+
+/* Sets one option, naming it in the error when libcurl refuses it. */
+#define CR_SETOPT(rc, pX, opt, val, pzErr)                                                         \
+  do {                                                                                             \
+    if ((rc) == SQLITE_OK && curl_easy_setopt((pX)->pEasy, opt, val) != CURLE_OK) {                \
+      cr_set_error(pzErr, "libcurl refused option %s", #opt);                                      \
+      (rc) = SQLITE_ERROR;                                                                         \
+    }                                                                                              \
+  } while (0)
+
+int cr_http_new(cr_http **pp, char **pzErr) {
+  cr_http *p = sqlite3_malloc(sizeof(*p));
+  *pp = p;
+  if (p == 0) return SQLITE_NOMEM;
+  memset(p, 0, sizeof(*p));
+  p->pMulti = curl_multi_init();
+  p->pShare = curl_share_init();
+  if (p->pMulti == 0 || p->pShare == 0) {
+    cr_set_error(pzErr, "libcurl cannot create a multi handle");
+    return SQLITE_ERROR;
+  }
+  curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_multi_setopt(p->pMulti, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  return SQLITE_OK;
+}
+
+void cr_http_free(cr_http *p) {
+  if (p) {
+    if (p->pMulti) curl_multi_cleanup(p->pMulti);
+    if (p->pShare) curl_share_cleanup(p->pShare);
+    sqlite3_free(p);
+  }
+}
+
+int cr_http_running(cr_http *p) {
+  return p->nRunning;
+}
+
+/* The header list holds the key: wipe it before it is freed. */
+static void cr_headers_free(struct curl_slist *pList) {
+  struct curl_slist *p;
+  for (p = pList; p; p = p->next) memset(p->data, 0, strlen(p->data));
+  curl_slist_free_all(pList);
+}
+
+void cr_xfer_clear(cr_xfer *pX) {
+  if (pX->pEasy) curl_easy_cleanup(pX->pEasy);
+  cr_headers_free(pX->pHeaders);
+  sqlite3_free(pX->zResponse);
+  sqlite3_free(pX->zError);
+  sqlite3_free(pX->zRetryAfter);
+  sqlite3_free(pX->zLocation);
+  pX->pEasy = 0;
+  pX->pHeaders = 0;
+  pX->zResponse = pX->zError = pX->zRetryAfter = pX->zLocation = 0;
+}
+
+/* ------------------------------------------------------------------------
+** Headers: the one list that both a request and its preview use.
+*/
+
+/* Calls xLine for each header line of a request to pDest, in order; the
+** Authorization line carries zToken ("***" in previews). */
+static int cr_headers_each(const cr_dest *pDest, const char *zToken, int hasBody,
+                           int (*xLine)(void *, const char *, const char *), void *pArg) {
+  char *zAuth = sqlite3_mprintf("Token token=\"%s\"", zToken);
+  int i, rc = zAuth ? SQLITE_OK : SQLITE_NOMEM;
+  if (rc == SQLITE_OK) rc = xLine(pArg, "Authorization", zAuth);
+  if (rc == SQLITE_OK) rc = xLine(pArg, "Accept", "application/json");
+  if (rc == SQLITE_OK) rc = xLine(pArg, "User-Agent", CR_USER_AGENT);
+  if (rc == SQLITE_OK && hasBody) rc = xLine(pArg, "Content-Type", "application/json");
+  for (i = 0; rc == SQLITE_OK && i < pDest->nHeader; i++) {
+    const char *zColon = strchr(pDest->azHeader[i], ':');
+    char *zName = sqlite3_mprintf("%.*s", (int)(zColon - pDest->azHeader[i]), pDest->azHeader[i]);
+    const char *zVal = zColon + 1;
+    while (*zVal == ' ') zVal++;
+    rc = zName ? xLine(pArg, zName, zVal) : SQLITE_NOMEM;
+    sqlite3_free(zName);
+  }
+  if (zAuth) memset(zAuth, 0, strlen(zAuth));
+  sqlite3_free(zAuth);
+  return rc;
+}
+
+static int cr_header_to_slist(void *pArg, const char *zName, const char *zVal) {
+  struct curl_slist **ppList = (struct curl_slist **)pArg;
+  char *zLine = sqlite3_mprintf("%s: %s", zName, zVal);
+  struct curl_slist *pNew = zLine ? curl_slist_append(*ppList, zLine) : 0;
+  if (zLine) memset(zLine, 0, strlen(zLine));
+  sqlite3_free(zLine);
+  if (pNew == 0) return SQLITE_NOMEM;
+  *ppList = pNew;
+  return SQLITE_OK;
+}
+
+typedef struct cr_json_headers {
+  sqlite3_stmt *pSet; /* SELECT json_set(?1, '$."' || ?2 || '"', ?3) */
+  char *zJson;
+} cr_json_headers;
+
+static int cr_header_to_json(void *pArg, const char *zName, const char *zVal) {
+  cr_json_headers *p = (cr_json_headers *)pArg;
+  int rc = SQLITE_NOMEM;
+  sqlite3_bind_text(p->pSet, 1, p->zJson, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pSet, 2, zName, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pSet, 3, zVal, -1, SQLITE_STATIC);
+  if (sqlite3_step(p->pSet) == SQLITE_ROW) {
+    char *zNew = cr_strdup((const char *)sqlite3_column_text(p->pSet, 0));
+    if (zNew) {
+      sqlite3_free(p->zJson);
+      p->zJson = zNew;
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_reset(p->pSet);
+  return rc;
+}
+
+char *cr_headers_json(sqlite3 *db, const cr_dest *pDest, int hasBody) {
+  cr_json_headers h = {0, 0};
+  int rc = sqlite3_prepare_v2(db, "SELECT json_set(?1, '$.\"' || ?2 || '\"', ?3)", -1, &h.pSet, 0);
+  h.zJson = cr_strdup("{}");
+  if (rc == SQLITE_OK && h.zJson) {
+    rc = cr_headers_each(pDest, "***", hasBody, cr_header_to_json, &h);
+  }
+  sqlite3_finalize(h.pSet);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(h.zJson);
+    h.zJson = 0;
+  }
+  return h.zJson;
+}
+
+/* ------------------------------------------------------------------------
+** Callbacks
+*/
+
+static size_t cr_on_body(char *pData, size_t size, size_t nmemb, void *pArg) {
+  cr_xfer *pX = (cr_xfer *)pArg;
+  size_t n = size * nmemb;
+  char *zNew;
+  if (pX->nResponse + (sqlite3_int64)n > pX->maxResponse) {
+    cr_set_error(&pX->zError, "response body larger than %lld bytes; cut off", pX->maxResponse);
+    return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
+  }
+  zNew = sqlite3_realloc64(pX->zResponse, pX->nResponse + n + 1);
+  if (zNew == 0) return 0;
+  memcpy(zNew + pX->nResponse, pData, n);
+  pX->nResponse += n;
+  zNew[pX->nResponse] = 0;
+  pX->zResponse = zNew;
+  return n;
+}
+
+/* Keeps the value of header zName if zLine is that header. */
+static void cr_keep_header(const char *zLine, size_t n, const char *zName, char **pzOut) {
+  size_t nName = strlen(zName);
+  if (n > nName + 1 && strncasecmp(zLine, zName, nName) == 0 && zLine[nName] == ':') {
+    const char *z = zLine + nName + 1;
+    size_t m = n - nName - 1;
+    while (m > 0 && (*z == ' ' || *z == '\t')) z++, m--;
+    while (m > 0 && (z[m - 1] == '\r' || z[m - 1] == '\n' || z[m - 1] == ' ')) m--;
+    sqlite3_free(*pzOut);
+    *pzOut = sqlite3_mprintf("%.*s", (int)m, z);
+  }
+}
+
+static size_t cr_on_header(char *pData, size_t size, size_t nmemb, void *pArg) {
+  cr_xfer *pX = (cr_xfer *)pArg;
+  size_t n = size * nmemb;
+  cr_keep_header(pData, n, "Retry-After", &pX->zRetryAfter);
+  cr_keep_header(pData, n, "Location", &pX->zLocation);
+  return n;
+}
+
+/* Runs before each attempt to send.  A second attempt of one transfer is
+** libcurl's silent re-send after a dead reused connection: refused for
+** requests that are not idempotent. */
+static int cr_on_prereq(void *pArg, char *zConnIp, char *zLocalIp, int connPort, int localPort) {
+  cr_xfer *pX = (cr_xfer *)pArg;
+  (void)zConnIp, (void)zLocalIp, (void)connPort, (void)localPort;
+  pX->nPrereq++;
+  if (pX->nPrereq > 1 && (pX->eMethod == CR_METHOD_POST || pX->eMethod == CR_METHOD_PATCH)) {
+    return CURL_PREREQFUNC_ABORT;
+  }
+  return CURL_PREREQFUNC_OK;
+}
+
+/* ------------------------------------------------------------------------
+** Starting a transfer
+*/
+
+static int cr_xfer_method(cr_xfer *pX, char **pzErr) {
+  int rc = SQLITE_OK;
+  if (pX->eMethod == CR_METHOD_GET) {
+    CR_SETOPT(rc, pX, CURLOPT_HTTPGET, 1L, pzErr);
+    return rc;
+  }
+  if (pX->eMethod != CR_METHOD_POST) {
+    CR_SETOPT(rc, pX, CURLOPT_CUSTOMREQUEST, cr_method_names[pX->eMethod], pzErr);
+  }
+  if (pX->zBody) {
+    CR_SETOPT(rc, pX, CURLOPT_POSTFIELDS, pX->zBody, pzErr);
+    CR_SETOPT(rc, pX, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(pX->zBody), pzErr);
+  } else if (pX->eMethod == CR_METHOD_POST) {
+    CR_SETOPT(rc, pX, CURLOPT_POSTFIELDS, "", pzErr);
+  }
+  return rc;
+}
+
+static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
+  int loopback = cr_url_is_loopback(pX->pCred->zApiBase);
+  const char *zProto = loopback ? "http,https" : "https";
+  int rc = SQLITE_OK;
+  CR_SETOPT(rc, pX, CURLOPT_URL, pX->zUrl, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_SHARE, p->pShare, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_PRIVATE, pX, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_PROTOCOLS_STR, zProto, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_REDIR_PROTOCOLS_STR, zProto, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_FOLLOWLOCATION, 0L, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_SSL_VERIFYPEER, 1L, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_SSL_VERIFYHOST, 2L, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_NOSIGNAL, 1L, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_USERAGENT, CR_USER_AGENT, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_HTTPHEADER, pX->pHeaders, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_TIMEOUT_MS, (long)pX->pDest->timeoutMs, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_CONNECTTIMEOUT_MS, (long)pX->pDest->connectTimeoutMs, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_WRITEFUNCTION, cr_on_body, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_WRITEDATA, pX, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_HEADERFUNCTION, cr_on_header, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_HEADERDATA, pX, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_PREREQFUNCTION, cr_on_prereq, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_PREREQDATA, pX, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
+  if (rc == SQLITE_OK) rc = cr_xfer_method(pX, pzErr);
+  return rc;
+}
+
+int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr) {
+  int rc = cr_origin_check(pX->pCred->zApiBase, pX->zUrl, pzErr);
+  pX->status = 0;
+  pX->nPrereq = 0;
+  pX->zErrBuf[0] = 0;
+  if (pX->maxResponse <= 0) pX->maxResponse = CR_DEFAULT_MAX_RESPONSE;
+  if (rc == SQLITE_OK) {
+    pX->pEasy = curl_easy_init();
+    if (pX->pEasy == 0) {
+      cr_set_error(pzErr, "libcurl cannot create a transfer");
+      rc = SQLITE_ERROR;
+    }
+  }
+  if (rc == SQLITE_OK) {
+    rc = cr_headers_each(pX->pDest, pX->pCred->zToken, pX->zBody != 0, cr_header_to_slist,
+                         &pX->pHeaders);
+    /* Without this libcurl adds "Expect: 100-continue" to large bodies. */
+    if (rc == SQLITE_OK) rc = cr_header_to_slist(&pX->pHeaders, "Expect", "");
+  }
+  if (rc == SQLITE_OK) rc = cr_xfer_setup(p, pX, pzErr);
+  if (rc == SQLITE_OK && curl_multi_add_handle(p->pMulti, pX->pEasy) != CURLM_OK) {
+    cr_set_error(pzErr, "libcurl cannot start the transfer");
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK) {
+    p->nRunning++;
+    pX->tStart = cr_now_ms();
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Finishing a transfer
+*/
+
+/* Explains a libcurl failure by phase, and whether the request may have
+** reached the server. */
+static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
+  const char *zDetail = pX->zErrBuf[0] ? pX->zErrBuf : curl_easy_strerror(cc);
+  long nConnect = 0;
+  curl_easy_getinfo(pX->pEasy, CURLINFO_CONNECT_TIME_T, &nConnect);
+  /* Never handed to a connection: it cannot have arrived. */
+  pX->reachedServer = pX->nPrereq > 0;
+  if (pX->zError) return; /* set by a callback, e.g. the body size cap */
+  switch (cc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+    pX->zError = sqlite3_mprintf("DNS lookup failed: %s", zDetail);
+    break;
+  case CURLE_COULDNT_CONNECT:
+    pX->zError = sqlite3_mprintf("connect failed: %s", zDetail);
+    break;
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+    pX->zError = sqlite3_mprintf("TLS handshake failed: %s", zDetail);
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    pX->zError = pX->reachedServer
+                     ? sqlite3_mprintf("timed out after %lld ms waiting for the response "
+                                       "(timeout_ms %d)",
+                                       pX->durationMs, pX->pDest->timeoutMs)
+                     : sqlite3_mprintf("connect timed out after %lld ms", pX->durationMs);
+    break;
+  case CURLE_ABORTED_BY_CALLBACK:
+    pX->zError = sqlite3_mprintf("connection dropped before any response; libcurl's automatic "
+                                 "re-send was stopped (the request may have arrived)");
+    break;
+  case CURLE_GOT_NOTHING:
+  case CURLE_RECV_ERROR:
+  case CURLE_SEND_ERROR:
+  case CURLE_PARTIAL_FILE:
+    pX->zError = sqlite3_mprintf("connection dropped: %s", zDetail);
+    break;
+  default:
+    pX->zError = sqlite3_mprintf("transfer failed: %s", zDetail);
+    break;
+  }
+}
+
+static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
+  long status = 0;
+  pX->durationMs = cr_now_ms() - pX->tStart;
+  curl_easy_getinfo(pX->pEasy, CURLINFO_RESPONSE_CODE, &status);
+  curl_multi_remove_handle(p->pMulti, pX->pEasy);
+  p->nRunning--;
+  if (cc == CURLE_OK) {
+    pX->status = (int)status;
+    pX->reachedServer = 1;
+  } else {
+    cr_xfer_failed(pX, cc);
+  }
+}
+
+int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr) {
+  int nStill = 0;
+  int nMsg = 0;
+  CURLMsg *pMsg;
+  *ppDone = 0;
+  for (;;) {
+    if (curl_multi_perform(p->pMulti, &nStill) != CURLM_OK) {
+      cr_set_error(pzErr, "libcurl's transfer loop failed");
+      return SQLITE_ERROR;
+    }
+    while ((pMsg = curl_multi_info_read(p->pMulti, &nMsg)) != 0) {
+      if (pMsg->msg == CURLMSG_DONE) {
+        cr_xfer *pX = 0;
+        CURLcode cc = pMsg->data.result;
+        curl_easy_getinfo(pMsg->easy_handle, CURLINFO_PRIVATE, (char **)&pX);
+        cr_xfer_done(p, pX, cc);
+        *ppDone = pX;
+        return SQLITE_OK;
+      }
+    }
+    if (msWait <= 0 || p->nRunning == 0) return SQLITE_OK;
+    curl_multi_poll(p->pMulti, 0, 0, msWait, 0);
+    msWait = 0; /* one wait per call, then hand back what finished */
+  }
+}
+
+void cr_http_abort(cr_http *p, cr_xfer *pX) {
+  pX->durationMs = cr_now_ms() - pX->tStart;
+  curl_multi_remove_handle(p->pMulti, pX->pEasy);
+  p->nRunning--;
+  pX->reachedServer = pX->nPrereq > 0;
+  if (pX->zError == 0) pX->zError = sqlite3_mprintf("interrupted before the response arrived");
+}
+
+int cr_http_perform(cr_http *p, sqlite3 *db, cr_xfer *pX, char **pzErr) {
+  cr_xfer *pDone = 0;
+  int rc = cr_http_start(p, pX, pzErr);
+  while (rc == SQLITE_OK && pDone == 0) {
+    rc = cr_http_wait(p, 100, &pDone, pzErr);
+    if (rc == SQLITE_OK && pDone == 0 && cr_check_interrupt(db) == SQLITE_INTERRUPT) {
+      cr_http_abort(p, pX);
+      cr_set_error(pzErr, "interrupted");
+      rc = SQLITE_INTERRUPT;
+    }
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Error text of an answer
+*/
+char *cr_response_error(sqlite3 *db, int status, const char *zBody) {
+  static const char zSql[] =
+      "SELECT CASE"
+      " WHEN NOT json_valid(?1) THEN NULL"
+      " WHEN json_type(?1,'$.error')='text' THEN json_extract(?1,'$.error')"
+      " WHEN json_type(?1,'$.errors')='array' THEN"
+      "  (SELECT group_concat(CASE WHEN type='text' THEN value ELSE json_quote(value) END, '; ')"
+      "   FROM json_each(?1,'$.errors'))"
+      " WHEN json_type(?1,'$.errors')='object' THEN"
+      "  (SELECT group_concat(e.key || ' ' || v.value, '; ')"
+      "   FROM json_each(?1,'$.errors') e,"
+      "        json_each(CASE WHEN e.type='array' THEN e.value ELSE json_array(e.value) END) v)"
+      " END";
+  sqlite3_stmt *pStmt = 0;
+  char *zMsg = 0;
+  if (zBody && zBody[0] && sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0) == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, zBody, -1, SQLITE_STATIC);
+    if (sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_type(pStmt, 0) != SQLITE_NULL) {
+      zMsg = sqlite3_mprintf("HTTP %d: %s", status, sqlite3_column_text(pStmt, 0));
+    }
+  }
+  sqlite3_finalize(pStmt);
+  if (zMsg == 0) {
+    zMsg = (zBody && zBody[0]) ? sqlite3_mprintf("HTTP %d: %.200s", status, zBody)
+                               : sqlite3_mprintf("HTTP %d with an empty body", status);
+  }
+  return zMsg;
+}

@@ -1,0 +1,416 @@
+/*
+** cr_internal.h - the contracts between the extension's modules.
+**
+** Data flows one way:
+**
+**   query --(cr_record.c)--> records --(cr_request.c)--> requests
+**         --(cr_http.c)--> responses --(cr_store.c)--> audit tables
+**
+** cr_config.c turns a destination's JSON config into a cr_dest, cr_cred.c
+** resolves credentials, and callrail.c, cr_preview.c, cr_send.c and
+** cr_accounts.c are the SQL surface built on top of them.
+**
+** Error idiom used everywhere: a function returns an SQLite result code and,
+** on failure, leaves a message from sqlite3_mprintf() in *pzErr (which the
+** caller frees with sqlite3_free()).  Nothing returns an error without text.
+*/
+#ifndef CR_INTERNAL_H
+#define CR_INTERNAL_H
+
+#include "sqlite3ext.h"
+#include <curl/curl.h>
+
+#define CR_VERSION "0.1.0"
+#define CR_USER_AGENT "callrail-sqlite/" CR_VERSION
+
+/* Response bodies larger than this are cut off with an error. */
+#define CR_DEFAULT_MAX_RESPONSE (8 * 1024 * 1024)
+
+/* The default origin of every credential that names none. */
+#define CR_DEFAULT_API_BASE "https://api.callrail.com"
+
+/* Replace *pzErr by a new formatted message (freeing any older one). */
+void cr_set_error(char **pzErr, const char *zFmt, ...);
+
+/* sqlite3_mprintf()-style duplicate; NULL in gives NULL out. */
+char *cr_strdup(const char *z);
+
+/* Milliseconds since an arbitrary fixed point (monotonic clock). */
+sqlite3_int64 cr_now_ms(void);
+
+/* Unix time in milliseconds (wall clock), for audit timestamps. */
+sqlite3_int64 cr_wall_ms(void);
+
+/* Runs a statement of SQL with no result rows on db; SQLITE_OK or error. */
+int cr_exec(sqlite3 *db, const char *zSql, char **pzErr);
+
+/* Returns SQLITE_INTERRUPT once sqlite3_interrupt() was called on db (works
+** on SQLite 3.40, which lacks sqlite3_is_interrupted()), else SQLITE_OK. */
+int cr_check_interrupt(sqlite3 *db);
+
+/* ------------------------------------------------------------------------
+** Destination config (cr_config.c)
+*/
+
+#define CR_METHOD_POST 0
+#define CR_METHOD_PUT 1
+#define CR_METHOD_PATCH 2
+#define CR_METHOD_DELETE 3
+#define CR_METHOD_GET 4 /* only callrail_accounts reads */
+extern const char *const cr_method_names[4];
+
+#define CR_GROUP_COUNT 0
+#define CR_GROUP_ATTRIBUTE 1
+#define CR_GROUP_BYTES 2
+
+/* One piece of a URL template: literal text, or a {placeholder}. */
+typedef struct cr_url_part {
+  char *zText;      /* literal text, or the placeholder's attribute name */
+  int isPlaceholder;
+  int recordOnly;   /* {record.name}: never taken from params */
+} cr_url_part;
+
+typedef struct cr_dest {
+  char *zName;           /* destination name */
+  char *zCredential;     /* credential name */
+  int eMethod;           /* CR_METHOD_* */
+  char *zUrl;            /* URL template as configured */
+  int nUrlPart;
+  cr_url_part *aUrlPart; /* the template, parsed */
+  char *zParams;         /* JSON object text of constant placeholder values */
+  int nHeader;
+  char **azHeader;       /* extra headers, each "Name: value" */
+  int nExclude;
+  char **azExclude;      /* attributes left out of the body */
+  int batchSize;         /* 0: batching off; else 1..1000 */
+  int eGrouping;         /* CR_GROUP_* */
+  int nGroupAttr;
+  char **azGroupAttr;    /* batch.attributes */
+  sqlite3_int64 maxBytes; /* batch.max_bytes, 0 when not set */
+  char *zWrap;           /* batch.wrap or NULL */
+  char *zKey;            /* key attribute or NULL */
+  int concurrency;       /* 1..64 */
+  int timeoutMs;
+  int connectTimeoutMs;
+  int maxAttempts;
+  int baseDelayMs;
+  int maxDelayMs;
+  int retryPost;
+  sqlite3_int64 perHour;   /* rate_limit.*; -1 means "CallRail's default" */
+  sqlite3_int64 perDay;
+  sqlite3_int64 perSecond; /* -1: none */
+  int onQuotaStop;       /* 0: wait, 1: stop */
+  int captureResponses;
+  int progress;          /* -1 auto, 0 off, 1 on */
+} cr_dest;
+
+/* Parses and validates zConfig for destination zName.  Every key of SPEC
+** section 4 is checked for type, range and allowed values; the first
+** problem becomes an error naming the destination and the key.  db is used
+** only to run SQLite's JSON functions. */
+int cr_dest_parse(sqlite3 *db, const char *zName, const char *zConfig, cr_dest **ppDest,
+                  char **pzErr);
+void cr_dest_free(cr_dest *p);
+
+/* Loads destination zName from callrail_destinations and parses it;
+** *pActive receives its active flag (pActive may be NULL). */
+int cr_dest_load(sqlite3 *db, const char *zName, cr_dest **ppDest, int *pActive, char **pzErr);
+
+/* ------------------------------------------------------------------------
+** Credentials (cr_cred.c)
+*/
+
+typedef struct cr_cred {
+  char *zName;
+  char *zApiBase;  /* scheme://host[:port], no trailing slash */
+  char *zToken;    /* the secret; wiped by cr_cred_free() */
+} cr_cred;
+
+typedef struct cr_conn cr_conn;
+
+/* Loads credential zName and resolves its token (env, file or memory). */
+int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCred,
+                 char **pzErr);
+/* Loads only name and api_base, no secret (for previews). */
+int cr_cred_load_public(sqlite3 *db, const char *zName, cr_cred **ppCred, char **pzErr);
+void cr_cred_free(cr_cred *p);
+
+/* Validates an api_base (https, or http on loopback; no path, query or
+** user info) and returns it normalised as scheme://host[:port]. */
+int cr_api_base_normalize(const char *zCred, const char *zBase, char **pzOut, char **pzErr);
+
+/* Checks that the absolute URL zUrl has the origin (scheme, host, port)
+** of zApiBase.  SQLITE_OK if it does, else an error naming both origins. */
+int cr_origin_check(const char *zApiBase, const char *zUrl, char **pzErr);
+
+/* True if the URL's host is a loopback address (127.0.0.0/8, localhost, ::1). */
+int cr_url_is_loopback(const char *zUrl);
+
+/* ------------------------------------------------------------------------
+** Per-connection state (callrail.c)
+*/
+typedef struct cr_memtoken cr_memtoken;
+typedef struct cr_http cr_http;
+struct cr_conn {
+  sqlite3 *db;
+  int nRef;              /* functions and modules holding this state */
+  cr_memtoken *pTokens;  /* tokens registered in memory */
+  cr_http *pHttp;        /* libcurl multi handle, created on first use */
+  int schemaReady;
+};
+
+/* Creates the extension's tables if needed. */
+int cr_schema_ensure(cr_conn *pConn, char **pzErr);
+
+/* Memory tokens (cr_cred.c) */
+int cr_memtoken_set(cr_conn *pConn, const char *zName, const char *zToken);
+const char *cr_memtoken_get(cr_conn *pConn, const char *zName);
+void cr_memtoken_free_all(cr_conn *pConn);
+
+/* ------------------------------------------------------------------------
+** Records (cr_record.c): runs the user's query and turns each result row
+** into a record: a JSON object, its body, its URL and its key.
+*/
+
+typedef struct cr_record {
+  sqlite3_int64 iRow;  /* 1-based position in the query result */
+  char *zJson;         /* the whole record as a JSON object */
+  char *zBody;         /* the record minus `exclude`, as a JSON object */
+  char *zUrl;          /* the expanded URL (absolute) */
+  char *zKey;          /* text of the key attribute, or NULL */
+  char *zKeyJson;      /* the key as a JSON string, or NULL */
+  char *zGroup;        /* batch.attributes values as a JSON array, or NULL */
+  char *zError;        /* non-NULL: the record is invalid, and why */
+} cr_record;
+
+typedef struct cr_records cr_records;
+
+/* Checks zQuery (one read-only SELECT/WITH statement or a bare table name)
+** and prepares it on db.  zApiBase resolves path URLs. */
+int cr_records_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zQuery,
+                    cr_records **pp, char **pzErr);
+/* Builds a record from a JSON object text instead of a query. */
+int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
+                         const char *zJson, cr_records **pp, char **pzErr);
+/* SQLITE_ROW with *pRec filled (owned by pRec, release with cr_record_clear),
+** SQLITE_DONE at the end, or an error. */
+int cr_records_next(cr_records *p, cr_record *pRec, char **pzErr);
+void cr_records_close(cr_records *p);
+void cr_record_clear(cr_record *pRec);
+
+/* ------------------------------------------------------------------------
+** Requests (cr_request.c): groups records into requests.
+*/
+
+typedef struct cr_request {
+  sqlite3_int64 iBatch;  /* 1, 2, ...; 0 for an invalid record */
+  int nRecords;
+  int eMethod;
+  char *zUrl;
+  char *zBody;           /* NULL for DELETE */
+  char *zRecordKeys;     /* JSON array of record keys, or NULL */
+  char *zRecordHashes;   /* JSON array of each keyed record's request hash */
+  char *zError;          /* invalid record: why */
+  sqlite3_int64 iFirstRow;
+} cr_request;
+
+typedef struct cr_batcher cr_batcher;
+int cr_batcher_new(sqlite3 *db, const cr_dest *pDest, cr_batcher **pp, char **pzErr);
+/* Adds a record (taking ownership of its contents).  When a request is
+** complete, *ppReq receives it (else NULL). */
+int cr_batcher_add(cr_batcher *p, cr_record *pRec, cr_request **ppReq, char **pzErr);
+/* At the end of the records: the last pending request, if any. */
+int cr_batcher_flush(cr_batcher *p, cr_request **ppReq, char **pzErr);
+void cr_batcher_free(cr_batcher *p);
+void cr_request_free(cr_request *p);
+/* Splits a batch request in two halves (for isolating rejected records). */
+int cr_request_split(sqlite3 *db, const cr_dest *pDest, const cr_request *pReq,
+                     cr_request *aHalf[2], char **pzErr);
+
+/* The pipeline: the query's records grouped into requests, exactly as a
+** send makes them.  zJson instead of zQuery gives one record. */
+typedef struct cr_pipeline cr_pipeline;
+int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zQuery,
+                     const char *zJson, cr_pipeline **pp, char **pzErr);
+/* Turns on change detection (needs `key`): records already delivered with
+** the same request, or whose last request is unresolved, are skipped. */
+int cr_pipeline_detect_changes(cr_pipeline *p, sqlite3 *db, char **pzErr);
+sqlite3_int64 cr_pipeline_skipped(cr_pipeline *p);
+/* *ppReq receives the next request, or NULL at the end. */
+int cr_pipeline_next(cr_pipeline *p, cr_request **ppReq, char **pzErr);
+sqlite3_int64 cr_pipeline_records(cr_pipeline *p);
+void cr_pipeline_close(cr_pipeline *p);
+
+/* The headers of a request of pDest (with or without a body) as a JSON
+** object; the key is shown as "***". */
+char *cr_headers_json(sqlite3 *db, const cr_dest *pDest, int hasBody);
+
+/* ------------------------------------------------------------------------
+** Transport (cr_http.c): libcurl multi handle, one per connection.
+*/
+
+typedef struct cr_xfer {
+  /* inputs */
+  int eMethod;
+  const char *zUrl;
+  const char *zBody;        /* NULL: no body */
+  const cr_dest *pDest;     /* headers and timeouts */
+  const cr_cred *pCred;     /* token and api_base */
+  sqlite3_int64 maxResponse; /* body cap in bytes */
+  void *pArg;               /* caller's */
+  /* outputs */
+  int status;               /* HTTP status, 0 when none arrived */
+  char *zResponse;          /* body as received (NUL-terminated), or NULL */
+  sqlite3_int64 nResponse;
+  char *zError;             /* transport error, or NULL */
+  int reachedServer;        /* 0: provably never sent (may be retried) */
+  sqlite3_int64 durationMs;
+  char *zRetryAfter;        /* Retry-After header value, or NULL */
+  char *zLocation;          /* Location header value, or NULL */
+  /* private */
+  CURL *pEasy;
+  struct curl_slist *pHeaders;
+  char zErrBuf[CURL_ERROR_SIZE];
+  int nPrereq;
+  sqlite3_int64 tStart;
+} cr_xfer;
+
+int cr_http_new(cr_http **pp, char **pzErr);
+void cr_http_free(cr_http *p);
+/* Starts a transfer; it runs while cr_http_wait() is called. */
+int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr);
+/* Drives transfers for at most msWait ms; *ppDone receives a finished
+** transfer or NULL.  A finished transfer is detached from libcurl. */
+int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr);
+/* Aborts a transfer still running (records "aborted" as its error). */
+void cr_http_abort(cr_http *p, cr_xfer *pX);
+void cr_xfer_clear(cr_xfer *pX);
+int cr_http_running(cr_http *p);
+
+/* Runs one transfer to completion, polling db for interrupts. */
+int cr_http_perform(cr_http *p, sqlite3 *db, cr_xfer *pX, char **pzErr);
+
+/* The message CallRail gave for an error response (its "error" string, its
+** "errors" array or object, or the raw body, truncated). */
+char *cr_response_error(sqlite3 *db, int status, const char *zBody);
+
+/* ------------------------------------------------------------------------
+** Quota (cr_quota.c)
+*/
+
+/* The CallRail rate-limit account and class of a request: zBucket is
+** "origin/v3/a/ACCOUNT" (NULL when the URL names no account), zClass one
+** of "general", "sms" (POST text-messages.json) or "calls" (POST
+** calls.json). */
+typedef struct cr_quota_key {
+  char *zBucket;
+  const char *zClass;
+} cr_quota_key;
+void cr_quota_key_of(int eMethod, const char *zUrl, cr_quota_key *pKey);
+void cr_quota_key_clear(cr_quota_key *pKey);
+
+/* ------------------------------------------------------------------------
+** The sending engine (cr_run.c)
+*/
+
+/* A finished request (or invalid record): one result row. */
+typedef struct cr_outcome cr_outcome;
+struct cr_outcome {
+  cr_request *pReq;
+  sqlite3_int64 iResponseId; /* its row in callrail_responses */
+  int status;                /* HTTP status, 0 if none */
+  const char *zState;        /* ok, failed, unknown, invalid */
+  char *zError;
+  char *zBody;               /* response body (unless capture_responses is off) */
+  int nAttempts;
+  sqlite3_int64 durationMs;
+  cr_outcome *pNext;
+};
+void cr_outcome_free(cr_outcome *p);
+
+typedef struct cr_run cr_run;
+/* Opens a run of kind "send" (zQuery; the destination must be active) or
+** "test" (zJson, one record; active or not). */
+int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char *zQuery,
+                const char *zJson, cr_run **ppRun, char **pzErr);
+/* *ppOut receives the next outcome (the caller frees it), or NULL when the
+** run is over.  SQLITE_INTERRUPT once the connection was interrupted. */
+int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr);
+/* Ends the run: what is in flight is finished and recorded first. */
+void cr_run_close(cr_run *pRun);
+
+/* ------------------------------------------------------------------------
+** Audit store (cr_store.c)
+*/
+
+typedef struct cr_store cr_store;
+
+typedef struct cr_run_counts {
+  sqlite3_int64 records, requests, ok, failed, unknown, skipped, invalid;
+} cr_run_counts;
+
+/* Opens the audit store for db: a second connection to the same file in
+** WAL mode (so rows commit while the user's statement runs), or db itself
+** for in-memory databases and inside an explicit transaction. */
+int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr);
+void cr_store_close(cr_store *p);
+int cr_store_run_begin(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 *piRun,
+                       char **pzErr);
+int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *pCounts,
+                     const char *zStatus, char **pzErr);
+/* Writes the `pending` row of a request before it leaves. */
+int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
+                     sqlite3_int64 *piId, char **pzErr);
+/* Records the outcome of the request with row id iId. */
+int cr_store_outcome(cr_store *p, sqlite3_int64 iId, int status, const char *zState,
+                     const char *zBody, const char *zError, int nAttempts, sqlite3_int64 durationMs,
+                     char **pzErr);
+/* Records that the keyed records of request iId were delivered. */
+int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const char *zHashes,
+                       sqlite3_int64 iId, char **pzErr);
+/* Records an invalid record (never sent). */
+int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
+                     sqlite3_int64 *piId, char **pzErr);
+
+/* ------------------------------------------------------------------------
+** SQL surface registration
+*/
+int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr);
+int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr);
+int cr_register_accounts(sqlite3 *db, cr_conn *pConn, char **pzErr);
+
+/* Releases one reference to pConn (a module or function destructor). */
+void cr_conn_unref(void *pConn);
+
+/* callrail_test(): sends one request built from zJson; *pzResult receives
+** the JSON object {status, state, body, error}. */
+int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **pzResult,
+                   char **pzErr);
+
+#ifndef SQLITE_RESULT_SUBTYPE
+#define SQLITE_RESULT_SUBTYPE 0 /* SQLite before 3.45 has no such flag */
+#endif
+#define SQLITE_RESULT_SUBTYPE_COMPAT SQLITE_RESULT_SUBTYPE
+
+/* The skeleton of the table-valued functions (cr_vtab.c).  Every vtab
+** of the extension is a cr_tvf. */
+typedef struct cr_tvf {
+  sqlite3_vtab base;
+  cr_conn *pConn;
+} cr_tvf;
+int cr_tvf_connect(sqlite3 *db, void *pAux, const char *zSchema, sqlite3_vtab **ppVtab);
+int cr_tvf_disconnect(sqlite3_vtab *pVtab);
+int cr_tvf_cursor_new(size_t nByte, sqlite3_vtab_cursor **ppCursor);
+int cr_tvf_error(sqlite3_vtab_cursor *cur, const char *zFunc, char *zErr, int rc);
+int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const char *zName, const sqlite3_module *pMod,
+                    char **pzErr);
+/* xBestIndex: hidden columns iFirstHidden..iFirstHidden+nHidden-1 are the
+** arguments, the first nRequired required; idxNum bit i says argument i is
+** present, and argv[] of xFilter holds the present ones in order. */
+int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo, const char *zFunc,
+                      int iFirstHidden, int nHidden, int nRequired);
+
+/* Statement helpers shared by the surface modules */
+int cr_prepare(sqlite3 *db, const char *zSql, sqlite3_stmt **ppStmt, char **pzErr);
+
+#endif /* CR_INTERNAL_H */

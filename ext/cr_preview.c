@@ -1,0 +1,210 @@
+/*
+** cr_preview.c - callrail_preview: the requests a send would make, with
+** nothing sent.
+**
+**   SELECT batch, method, url, body
+**     FROM callrail_preview('companies', 'SELECT name FROM shops', 10);
+**
+** The table-valued function has the hidden columns destination, query and
+** limit (the first two required).  Requests are built by the same pipeline
+** as callrail_send (cr_pipeline), from the same records, so what the preview
+** shows is what a send sends, for an active destination or not.  An invalid
+** record shows as a row with `error` set.  The Authorization header is
+** shown as Token token="***": previews never see the key.
+**
+** It reads the user's tables and the credential's api_base, so it is
+** SQLITE_VTAB_DIRECTONLY like every function of this extension with an
+** effect outside the statement.
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <string.h>
+
+typedef struct cr_preview_cursor {
+  sqlite3_vtab_cursor base;
+  cr_dest *pDest;
+  cr_pipeline *pPipe;
+  char *zHeadersBody;   /* headers of a request with a body, as JSON */
+  char *zHeadersNoBody; /* headers of a DELETE, as JSON */
+  cr_request *pReq;     /* the current row */
+  sqlite3_int64 iRowid;
+  sqlite3_int64 nLimit; /* rows left to show; -1: no limit */
+} cr_preview_cursor;
+
+#define CR_PREVIEW_SCHEMA                                                                          \
+  "CREATE TABLE x(batch, records, method, url, headers, body, error,"                             \
+  " destination HIDDEN, query HIDDEN, \"limit\" HIDDEN)"
+#define CR_PREVIEW_BATCH 0
+#define CR_PREVIEW_RECORDS 1
+#define CR_PREVIEW_METHOD 2
+#define CR_PREVIEW_URL 3
+#define CR_PREVIEW_HEADERS 4
+#define CR_PREVIEW_BODY 5
+#define CR_PREVIEW_ERROR 6
+#define CR_PREVIEW_DESTINATION 7
+#define CR_PREVIEW_QUERY 8
+#define CR_PREVIEW_LIMIT 9
+
+static int cr_preview_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                              sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc, (void)argv, (void)pzErr;
+  return cr_tvf_connect(db, pAux, CR_PREVIEW_SCHEMA, ppVtab);
+}
+
+static int cr_preview_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
+  (void)pVtab;
+  return cr_tvf_cursor_new(sizeof(cr_preview_cursor), ppCursor);
+}
+
+static void cr_preview_reset(cr_preview_cursor *pCur) {
+  cr_request_free(pCur->pReq);
+  cr_pipeline_close(pCur->pPipe);
+  cr_dest_free(pCur->pDest);
+  sqlite3_free(pCur->zHeadersBody);
+  sqlite3_free(pCur->zHeadersNoBody);
+  pCur->pReq = 0;
+  pCur->pPipe = 0;
+  pCur->pDest = 0;
+  pCur->zHeadersBody = pCur->zHeadersNoBody = 0;
+}
+
+static int cr_preview_close(sqlite3_vtab_cursor *cur) {
+  cr_preview_reset((cr_preview_cursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+static int cr_preview_next(sqlite3_vtab_cursor *cur) {
+  cr_preview_cursor *pCur = (cr_preview_cursor *)cur;
+  char *zErr = 0;
+  int rc = SQLITE_OK;
+  cr_request_free(pCur->pReq);
+  pCur->pReq = 0;
+  if (pCur->nLimit == 0) return SQLITE_OK;
+  rc = cr_pipeline_next(pCur->pPipe, &pCur->pReq, &zErr);
+  if (rc != SQLITE_OK) {
+    cr_set_error(&cur->pVtab->zErrMsg, "callrail_preview: %s", zErr);
+  }
+  sqlite3_free(zErr);
+  if (pCur->nLimit > 0) pCur->nLimit--;
+  pCur->iRowid++;
+  return rc;
+}
+
+/*
+** idxNum bits: 1 = destination, 2 = query, 4 = limit; argv[] holds their
+** values in that order.
+*/
+static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                             sqlite3_value **argv) {
+  cr_preview_cursor *pCur = (cr_preview_cursor *)cur;
+  cr_conn *pConn = ((cr_tvf *)cur->pVtab)->pConn;
+  cr_cred *pCred = 0;
+  char *zErr = 0;
+  const char *zDest = (const char *)sqlite3_value_text(argv[0]);
+  const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
+  int rc;
+  (void)idxStr, (void)idxNum;
+
+  cr_preview_reset(pCur);
+  pCur->nLimit = argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL
+                     ? sqlite3_value_int64(argv[2]) : -1;
+  if (pCur->nLimit < -1) pCur->nLimit = 0;
+  rc = cr_schema_ensure(pConn, &zErr);
+  if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, zDest, &pCur->pDest, 0, &zErr);
+  if (rc == SQLITE_OK) rc = cr_cred_load_public(pConn->db, pCur->pDest->zCredential, &pCred, &zErr);
+  if (rc == SQLITE_OK) {
+    rc = cr_pipeline_open(pConn->db, pCur->pDest, pCred->zApiBase, zQuery, 0, &pCur->pPipe, &zErr);
+  }
+  if (rc == SQLITE_OK) {
+    pCur->zHeadersBody = cr_headers_json(pConn->db, pCur->pDest, 1);
+    pCur->zHeadersNoBody = cr_headers_json(pConn->db, pCur->pDest, 0);
+  }
+  cr_cred_free(pCred);
+  if (rc != SQLITE_OK) {
+    cr_set_error(&cur->pVtab->zErrMsg, "callrail_preview: %s", zErr);
+    sqlite3_free(zErr);
+    return rc;
+  }
+  pCur->iRowid = 0;
+  return cr_preview_next(cur);
+}
+
+static int cr_preview_eof(sqlite3_vtab_cursor *cur) {
+  return ((cr_preview_cursor *)cur)->pReq == 0;
+}
+
+static int cr_preview_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  cr_preview_cursor *pCur = (cr_preview_cursor *)cur;
+  const cr_request *pReq = pCur->pReq;
+  switch (i) {
+  case CR_PREVIEW_BATCH:
+    if (pReq->iBatch > 0) sqlite3_result_int64(ctx, pReq->iBatch);
+    break;
+  case CR_PREVIEW_RECORDS:
+    sqlite3_result_int(ctx, pReq->nRecords);
+    break;
+  case CR_PREVIEW_METHOD:
+    sqlite3_result_text(ctx, cr_method_names[pReq->eMethod], -1, SQLITE_STATIC);
+    break;
+  case CR_PREVIEW_URL:
+    sqlite3_result_text(ctx, pReq->zUrl, -1, SQLITE_TRANSIENT);
+    break;
+  case CR_PREVIEW_HEADERS:
+    sqlite3_result_text(ctx, pReq->zBody ? pCur->zHeadersBody : pCur->zHeadersNoBody, -1,
+                        SQLITE_TRANSIENT);
+    sqlite3_result_subtype(ctx, 'J');
+    break;
+  case CR_PREVIEW_BODY:
+    sqlite3_result_text(ctx, pReq->zBody, -1, SQLITE_TRANSIENT);
+    if (pReq->zBody && pReq->zError == 0) sqlite3_result_subtype(ctx, 'J');
+    break;
+  case CR_PREVIEW_ERROR:
+    sqlite3_result_text(ctx, pReq->zError, -1, SQLITE_TRANSIENT);
+    break;
+  default:
+    break; /* hidden columns read back as NULL */
+  }
+  return SQLITE_OK;
+}
+
+static int cr_preview_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((cr_preview_cursor *)cur)->iRowid;
+  return SQLITE_OK;
+}
+
+static int cr_preview_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
+  return cr_tvf_best_index(pVtab, pInfo, "callrail_preview", CR_PREVIEW_DESTINATION, 3, 2);
+}
+
+static sqlite3_module cr_preview_module = {
+    0,                      /* iVersion */
+    0,                      /* xCreate: eponymous only */
+    cr_preview_connect,     /* xConnect */
+    cr_preview_best_index,  /* xBestIndex */
+    cr_tvf_disconnect,  /* xDisconnect */
+    0,                      /* xDestroy */
+    cr_preview_open,        /* xOpen */
+    cr_preview_close,       /* xClose */
+    cr_preview_filter,      /* xFilter */
+    cr_preview_next,        /* xNext */
+    cr_preview_eof,         /* xEof */
+    cr_preview_column,      /* xColumn */
+    cr_preview_rowid,       /* xRowid */
+    0,                      /* xUpdate */
+    0,                      /* xBegin */
+    0,                      /* xSync */
+    0,                      /* xCommit */
+    0,                      /* xRollback */
+    0,                      /* xFindFunction */
+    0,                      /* xRename */
+    0,                      /* xSavepoint */
+    0,                      /* xRelease */
+    0,                      /* xRollbackTo */
+    0,                      /* xShadowName */
+};
+
+int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr) {
+  return cr_tvf_register(db, pConn, "callrail_preview", &cr_preview_module, pzErr);
+}

@@ -1,0 +1,568 @@
+/*
+** cr_record.c - from the user's query to records.
+**
+** Each result row of the query is one record, a JSON object whose
+** attributes are the row's columns:
+**
+**   SELECT 'Widget Shop' AS name, json_array('a','b') AS tags
+**     -> {"name":"Widget Shop","tags":["a","b"]}
+**
+** INTEGER and REAL become numbers, TEXT strings, NULL null, and a value
+** carrying SQLite's JSON subtype (from json(), json_object(), ...) nested
+** JSON.  A query of one column whose value is a JSON object sends that
+** object as the record.  A BLOB or an infinite number makes the record
+** invalid: JSON cannot hold it.
+**
+** The JSON is built by SQLite itself: a "builder" statement binds the row's
+** values into json_object(), and a "shaper" statement takes the record
+** apart again with json_remove() (for `exclude`) and json_extract() (URL
+** placeholders, the key and the batch grouping attributes).  Both are
+** prepared once per run.  The query is stepped one row at a time, so
+** memory does not grow with the number of records; the set of keys seen in
+** the run, needed to refuse duplicates, lives in a private temporary
+** database that spills to disk.
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+/* Columns of the shaper statement, after the body (column 0). */
+#define CR_SHAPE_BODY 0
+#define CR_SHAPE_PLACE 1 /* two columns per placeholder: type, value */
+
+struct cr_records {
+  sqlite3 *db;
+  const cr_dest *pDest;
+  char *zApiBase;
+  sqlite3_stmt *pQuery; /* the user's query, or NULL for one JSON record */
+  char *zJson;          /* the one JSON record, until it is returned */
+  int nCol;
+  sqlite3_stmt *pBuild;
+  sqlite3_stmt *pShape;
+  int iShapeKey;        /* shaper column of the key's type, or -1 */
+  int iShapeGroup;      /* shaper column of the grouping values, or -1 */
+  char **azParam;       /* params value per URL part (placeholders only) */
+  sqlite3 *dbSeen;      /* keys seen in this run */
+  sqlite3_stmt *pSeen;
+  sqlite3_int64 iRow;
+};
+
+/* ------------------------------------------------------------------------
+** Checking the query text
+*/
+
+/* Skips white space and SQL comments. */
+static const char *cr_skip_space(const char *z) {
+  for (;;) {
+    while (isspace((unsigned char)*z)) z++;
+    if (z[0] == '-' && z[1] == '-') {
+      while (*z && *z != '\n') z++;
+    } else if (z[0] == '/' && z[1] == '*') {
+      const char *zEnd = strstr(z + 2, "*/");
+      z = zEnd ? zEnd + 2 : z + strlen(z);
+    } else {
+      return z;
+    }
+  }
+}
+
+static int cr_starts_with_word(const char *z, const char *zWord) {
+  size_t n = strlen(zWord);
+  return sqlite3_strnicmp(z, zWord, (int)n) == 0 && !isalnum((unsigned char)z[n]) && z[n] != '_';
+}
+
+/* True if z is a table name, optionally schema-qualified: "t", "main.t". */
+static int cr_is_bare_name(const char *z) {
+  int nDot = 0;
+  if (!isalpha((unsigned char)*z) && *z != '_') return 0;
+  for (; *z; z++) {
+    if (*z == '.') {
+      if (++nDot > 1 || !(isalpha((unsigned char)z[1]) || z[1] == '_')) return 0;
+    } else if (!isalnum((unsigned char)*z) && *z != '_' && *z != '$') {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* The SELECT that reads a bare table name, each part quoted. */
+static char *cr_bare_name_sql(const char *zName) {
+  const char *zDot = strchr(zName, '.');
+  if (zDot == 0) return sqlite3_mprintf("SELECT * FROM \"%w\"", zName);
+  return sqlite3_mprintf("SELECT * FROM \"%.*w\".\"%w\"", (int)(zDot - zName), zName, zDot + 1);
+}
+
+static int cr_query_prepare(sqlite3 *db, const char *zQuery, sqlite3_stmt **ppStmt,
+                            char **pzErr) {
+  const char *zSql = cr_skip_space(zQuery);
+  char *zOwned = 0;
+  const char *zTail = 0;
+  size_t n = strlen(zSql);
+  int rc = SQLITE_OK;
+
+  while (n > 0 && (isspace((unsigned char)zSql[n - 1]) || zSql[n - 1] == ';')) n--;
+  zOwned = sqlite3_mprintf("%.*s", (int)n, zSql);
+  if (zOwned == 0) return SQLITE_NOMEM;
+  if (cr_is_bare_name(zOwned)) {
+    char *zSelect = cr_bare_name_sql(zOwned);
+    sqlite3_free(zOwned);
+    zOwned = zSelect;
+  } else if (!cr_starts_with_word(zOwned, "SELECT") && !cr_starts_with_word(zOwned, "WITH") &&
+             !cr_starts_with_word(zOwned, "VALUES")) {
+    cr_set_error(pzErr, "query must be one read-only SELECT statement or a table name, got: %.60s",
+                 zSql);
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK && sqlite3_prepare_v2(db, zOwned, -1, ppStmt, &zTail) != SQLITE_OK) {
+    cr_set_error(pzErr, "query: %s", sqlite3_errmsg(db));
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK && *cr_skip_space(zTail) != 0) {
+    cr_set_error(pzErr, "query must be a single statement; more follows: %.60s", zTail);
+    rc = SQLITE_ERROR;
+  } else if (rc == SQLITE_OK &&
+             (!sqlite3_stmt_readonly(*ppStmt) || sqlite3_column_count(*ppStmt) == 0)) {
+    cr_set_error(pzErr, "query must be one read-only SELECT statement or a table name");
+    rc = SQLITE_ERROR;
+  }
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(*ppStmt);
+    *ppStmt = 0;
+  }
+  sqlite3_free(zOwned);
+  return rc;
+}
+/* ------------------------------------------------------------------------
+** The builder: row values -> record JSON.  Parameter 2*i+1 is column i's
+** value and 2*i+2 says whether it carries the JSON subtype (bound values
+** lose their subtype, so the builder re-applies json() where it was).
+*/
+static char *cr_build_sql(sqlite3_stmt *pQuery) {
+  int nCol = sqlite3_column_count(pQuery);
+  sqlite3_str *pSql = sqlite3_str_new(0);
+  int i;
+  if (nCol == 1) {
+    sqlite3_str_appendf(pSql,
+                        "SELECT CASE WHEN (?2 OR typeof(?1)='text') AND json_valid(?1)"
+                        " AND json_type(?1)='object' THEN json(?1) ELSE ");
+  } else {
+    sqlite3_str_appendall(pSql, "SELECT ");
+  }
+  sqlite3_str_appendall(pSql, "json_object(");
+  for (i = 0; i < nCol; i++) {
+    sqlite3_str_appendf(pSql, "%s%Q, CASE WHEN ?%d THEN json(?%d) ELSE ?%d END", i ? ", " : "",
+                        sqlite3_column_name(pQuery, i), 2 * i + 2, 2 * i + 1, 2 * i + 1);
+  }
+  sqlite3_str_appendall(pSql, nCol == 1 ? ") END" : ")");
+  return sqlite3_str_finish(pSql);
+}
+
+/* Column names become attribute names: two alike would be ambiguous. */
+static int cr_check_columns(sqlite3_stmt *pQuery, char **pzErr) {
+  int nCol = sqlite3_column_count(pQuery);
+  int i, j;
+  for (i = 0; i < nCol; i++) {
+    for (j = 0; j < i; j++) {
+      if (strcmp(sqlite3_column_name(pQuery, i), sqlite3_column_name(pQuery, j)) == 0) {
+        cr_set_error(pzErr, "query returns two columns named \"%s\"; give them distinct names",
+                     sqlite3_column_name(pQuery, i));
+        return SQLITE_ERROR;
+      }
+    }
+  }
+  return SQLITE_OK;
+}
+
+/* ------------------------------------------------------------------------
+** The shaper: record JSON (?1) -> body, placeholder values, key, group.
+*/
+
+/* A JSON path for attribute zName.  SQLite's quoted path labels cannot hold
+** a double quote, so such a name cannot be addressed. */
+static int cr_path_check(const cr_dest *pDest, const char *zName, const char *zKey, char **pzErr) {
+  if (strchr(zName, '"')) {
+    cr_set_error(pzErr, "destination \"%s\": key \"%s\": attribute name %s holds a double quote",
+                 pDest->zName, zKey, zName);
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
+}
+
+static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
+  const cr_dest *d = p->pDest;
+  sqlite3_str *pSql = sqlite3_str_new(0);
+  int nOut = 1;
+  int i, rc = SQLITE_OK;
+
+  if (d->nExclude == 0) {
+    sqlite3_str_appendall(pSql, "SELECT ?1");
+  } else {
+    sqlite3_str_appendall(pSql, "SELECT json_remove(?1");
+    for (i = 0; rc == SQLITE_OK && i < d->nExclude; i++) {
+      rc = cr_path_check(d, d->azExclude[i], "exclude", pzErr);
+      sqlite3_str_appendf(pSql, ", '$.\"%q\"'", d->azExclude[i]);
+    }
+    sqlite3_str_appendall(pSql, ")");
+  }
+  for (i = 0; rc == SQLITE_OK && i < d->nUrlPart; i++) {
+    const char *zName = d->aUrlPart[i].zText;
+    if (!d->aUrlPart[i].isPlaceholder) continue;
+    rc = cr_path_check(d, zName, "url", pzErr);
+    sqlite3_str_appendf(pSql, ", json_type(?1,'$.\"%q\"'), json_extract(?1,'$.\"%q\"')", zName,
+                        zName);
+    nOut += 2;
+  }
+  p->iShapeKey = -1;
+  if (rc == SQLITE_OK && d->zKey) {
+    rc = cr_path_check(d, d->zKey, "key", pzErr);
+    sqlite3_str_appendf(pSql,
+                        ", json_type(?1,'$.\"%q\"'), CAST(json_extract(?1,'$.\"%q\"') AS TEXT),"
+                        " json_quote(CAST(json_extract(?1,'$.\"%q\"') AS TEXT))",
+                        d->zKey, d->zKey, d->zKey);
+    p->iShapeKey = nOut;
+    nOut += 3;
+  }
+  p->iShapeGroup = -1;
+  if (rc == SQLITE_OK && d->nGroupAttr > 0) {
+    sqlite3_str_appendall(pSql, ", json_array(");
+    for (i = 0; rc == SQLITE_OK && i < d->nGroupAttr; i++) {
+      rc = cr_path_check(d, d->azGroupAttr[i], "batch.attributes", pzErr);
+      sqlite3_str_appendf(pSql, "%sjson_extract(?1,'$.\"%q\"')", i ? "," : "", d->azGroupAttr[i]);
+    }
+    sqlite3_str_appendall(pSql, ")");
+    p->iShapeGroup = nOut;
+  }
+  *pzSql = sqlite3_str_finish(pSql);
+  if (rc == SQLITE_OK && *pzSql == 0) rc = SQLITE_NOMEM;
+  return rc;
+}
+
+/* Looks up each placeholder in params once, for records that lack it. */
+static int cr_params_load(cr_records *p, char **pzErr) {
+  const cr_dest *d = p->pDest;
+  sqlite3_stmt *pStmt = 0;
+  int i;
+  int rc = cr_prepare(p->db, "SELECT json_extract(?1, '$.\"' || ?2 || '\"')", &pStmt, pzErr);
+  if (rc == SQLITE_OK) {
+    p->azParam = sqlite3_malloc(sizeof(char *) * (d->nUrlPart + 1));
+    if (p->azParam == 0) rc = SQLITE_NOMEM;
+    else memset(p->azParam, 0, sizeof(char *) * (d->nUrlPart + 1));
+  }
+  for (i = 0; rc == SQLITE_OK && i < d->nUrlPart; i++) {
+    if (!d->aUrlPart[i].isPlaceholder || d->aUrlPart[i].recordOnly) continue;
+    sqlite3_bind_text(pStmt, 1, d->zParams ? d->zParams : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 2, d->aUrlPart[i].zText, -1, SQLITE_STATIC);
+    if (sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_type(pStmt, 0) != SQLITE_NULL) {
+      p->azParam[i] = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
+    }
+    sqlite3_reset(pStmt);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/* The private set of keys seen in this run: a temporary database, whose
+** pages spill to disk, keeps memory bounded for any number of records. */
+static int cr_seen_open(cr_records *p, char **pzErr) {
+  int rc = sqlite3_open_v2("", &p->dbSeen, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, 0);
+  if (rc == SQLITE_OK) {
+    rc = cr_exec(p->dbSeen,
+                 "PRAGMA cache_size=-1024; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                 "CREATE TABLE seen(k TEXT PRIMARY KEY) WITHOUT ROWID",
+                 pzErr);
+  }
+  if (rc == SQLITE_OK) {
+    rc = cr_prepare(p->dbSeen, "INSERT OR IGNORE INTO seen(k) VALUES(?1)", &p->pSeen, pzErr);
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Opening
+*/
+
+static int cr_records_init(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
+                           cr_records **pp) {
+  cr_records *p = sqlite3_malloc(sizeof(*p));
+  *pp = p;
+  if (p == 0) return SQLITE_NOMEM;
+  memset(p, 0, sizeof(*p));
+  p->db = db;
+  p->pDest = pDest;
+  p->zApiBase = cr_strdup(zApiBase);
+  return p->zApiBase ? SQLITE_OK : SQLITE_NOMEM;
+}
+
+static int cr_records_prepare_shaper(cr_records *p, char **pzErr) {
+  char *zSql = 0;
+  int rc = cr_shape_sql(p, &zSql, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, zSql, &p->pShape, pzErr);
+  sqlite3_free(zSql);
+  if (rc == SQLITE_OK) rc = cr_params_load(p, pzErr);
+  if (rc == SQLITE_OK && p->pDest->zKey) rc = cr_seen_open(p, pzErr);
+  return rc;
+}
+
+int cr_records_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zQuery,
+                    cr_records **pp, char **pzErr) {
+  char *zBuild = 0;
+  int rc = cr_records_init(db, pDest, zApiBase, pp);
+  if (rc == SQLITE_OK && zQuery == 0) {
+    cr_set_error(pzErr, "query is NULL");
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK) rc = cr_query_prepare(db, zQuery, &(*pp)->pQuery, pzErr);
+  if (rc == SQLITE_OK) rc = cr_check_columns((*pp)->pQuery, pzErr);
+  if (rc == SQLITE_OK) {
+    (*pp)->nCol = sqlite3_column_count((*pp)->pQuery);
+    zBuild = cr_build_sql((*pp)->pQuery);
+    rc = zBuild ? cr_prepare(db, zBuild, &(*pp)->pBuild, pzErr) : SQLITE_NOMEM;
+  }
+  sqlite3_free(zBuild);
+  if (rc == SQLITE_OK) rc = cr_records_prepare_shaper(*pp, pzErr);
+  if (rc != SQLITE_OK) {
+    cr_records_close(*pp);
+    *pp = 0;
+  }
+  return rc;
+}
+
+int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
+                         const char *zJson, cr_records **pp, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_records_init(db, pDest, zApiBase, pp);
+  if (rc == SQLITE_OK) {
+    rc = cr_prepare(db, "SELECT CASE WHEN json_valid(?1) AND json_type(?1)='object'"
+                        " THEN json(?1) END", &pStmt, pzErr);
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, zJson, -1, SQLITE_STATIC);
+    if (sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_type(pStmt, 0) == SQLITE_TEXT) {
+      (*pp)->zJson = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
+    } else {
+      cr_set_error(pzErr, "record_json is not a JSON object: %.60s", zJson);
+      rc = SQLITE_ERROR;
+    }
+  }
+  sqlite3_finalize(pStmt);
+  if (rc == SQLITE_OK) rc = cr_records_prepare_shaper(*pp, pzErr);
+  if (rc != SQLITE_OK) {
+    cr_records_close(*pp);
+    *pp = 0;
+  }
+  return rc;
+}
+
+void cr_records_close(cr_records *p) {
+  int i;
+  if (p == 0) return;
+  sqlite3_finalize(p->pQuery);
+  sqlite3_finalize(p->pBuild);
+  sqlite3_finalize(p->pShape);
+  sqlite3_finalize(p->pSeen);
+  sqlite3_close(p->dbSeen);
+  if (p->azParam) {
+    for (i = 0; i < p->pDest->nUrlPart; i++) sqlite3_free(p->azParam[i]);
+    sqlite3_free(p->azParam);
+  }
+  sqlite3_free(p->zJson);
+  sqlite3_free(p->zApiBase);
+  sqlite3_free(p);
+}
+
+void cr_record_clear(cr_record *pRec) {
+  sqlite3_free(pRec->zJson);
+  sqlite3_free(pRec->zBody);
+  sqlite3_free(pRec->zUrl);
+  sqlite3_free(pRec->zKey);
+  sqlite3_free(pRec->zKeyJson);
+  sqlite3_free(pRec->zGroup);
+  sqlite3_free(pRec->zError);
+  memset(pRec, 0, sizeof(*pRec));
+}
+
+/* ------------------------------------------------------------------------
+** Building one record
+*/
+
+/* Marks the record invalid; zMsg (from sqlite3_mprintf) is taken over. */
+static void cr_record_invalid(cr_record *pRec, char *zMsg) {
+  sqlite3_free(pRec->zError);
+  if (pRec->zKey) {
+    pRec->zError = sqlite3_mprintf("record %lld (key \"%s\"): %s", pRec->iRow, pRec->zKey, zMsg);
+  } else {
+    pRec->zError = sqlite3_mprintf("record %lld: %s", pRec->iRow, zMsg);
+  }
+  sqlite3_free(zMsg);
+}
+
+/* A BLOB or an infinite REAL cannot be JSON: names the first such column. */
+static char *cr_row_unrepresentable(sqlite3_stmt *pQuery) {
+  int i;
+  for (i = 0; i < sqlite3_column_count(pQuery); i++) {
+    int t = sqlite3_column_type(pQuery, i);
+    if (t == SQLITE_BLOB) {
+      return sqlite3_mprintf("column \"%s\" is a BLOB; JSON cannot hold binary data",
+                             sqlite3_column_name(pQuery, i));
+    }
+    if (t == SQLITE_FLOAT && isinf(sqlite3_column_double(pQuery, i))) {
+      return sqlite3_mprintf("column \"%s\" is an infinite number; JSON cannot hold it",
+                             sqlite3_column_name(pQuery, i));
+    }
+  }
+  return 0;
+}
+
+/* Runs the builder on the current row of the query. */
+static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
+  char *zBad = cr_row_unrepresentable(p->pQuery);
+  int i, rc = SQLITE_OK;
+  if (zBad) {
+    cr_record_invalid(pRec, zBad);
+    return SQLITE_OK;
+  }
+  for (i = 0; i < p->nCol; i++) {
+    sqlite3_value *v = sqlite3_column_value(p->pQuery, i);
+    sqlite3_bind_value(p->pBuild, 2 * i + 1, v);
+    sqlite3_bind_int(p->pBuild, 2 * i + 2, sqlite3_value_subtype(v) == 'J');
+  }
+  if (sqlite3_step(p->pBuild) == SQLITE_ROW) {
+    pRec->zJson = cr_strdup((const char *)sqlite3_column_text(p->pBuild, 0));
+    if (pRec->zJson == 0) rc = SQLITE_NOMEM;
+  } else {
+    cr_record_invalid(pRec, sqlite3_mprintf("cannot build JSON: %s", sqlite3_errmsg(p->db)));
+  }
+  sqlite3_reset(p->pBuild);
+  (void)pzErr;
+  return rc;
+}
+
+/* Appends s[0..n) percent-encoded: only RFC 3986 unreserved characters
+** stay, so a value can never change the URL's host, path, query or
+** fragment. */
+static void cr_percent_encode(sqlite3_str *pOut, const char *z) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (; *z; z++) {
+    unsigned char c = (unsigned char)*z;
+    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      sqlite3_str_appendchar(pOut, 1, (char)c);
+    } else {
+      char a[3] = {'%', hex[c >> 4], hex[c & 15]};
+      sqlite3_str_append(pOut, a, 3);
+    }
+  }
+}
+
+/* The value of URL part i for the current shaped record, or NULL with
+** *pzWhy set. */
+static const char *cr_placeholder_value(cr_records *p, int i, int iCol, char **pzWhy) {
+  const cr_url_part *pPart = &p->pDest->aUrlPart[i];
+  const char *zType = (const char *)sqlite3_column_text(p->pShape, iCol);
+  if (zType && (strcmp(zType, "true") == 0 || strcmp(zType, "false") == 0)) return zType;
+  if (zType && strcmp(zType, "object") != 0 && strcmp(zType, "array") != 0 &&
+      strcmp(zType, "null") != 0) {
+    return (const char *)sqlite3_column_text(p->pShape, iCol + 1);
+  }
+  if (zType && (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0)) {
+    *pzWhy = sqlite3_mprintf("URL placeholder {%s%s}: attribute \"%s\" is a JSON %s",
+                             pPart->recordOnly ? "record." : "", pPart->zText, pPart->zText, zType);
+    return 0;
+  }
+  if (p->azParam[i]) return p->azParam[i];
+  *pzWhy = sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s",
+                           pPart->recordOnly ? "record." : "", pPart->zText, pPart->zText,
+                           zType ? "NULL" : "missing",
+                           pPart->recordOnly ? "" : " and params has none");
+  return 0;
+}
+
+/* Expands the URL template for the current shaped record. */
+static void cr_url_expand(cr_records *p, cr_record *pRec) {
+  const cr_dest *d = p->pDest;
+  sqlite3_str *pUrl = sqlite3_str_new(0);
+  char *zWhy = 0;
+  int i, iCol = CR_SHAPE_PLACE;
+  if (d->zUrl[0] == '/') sqlite3_str_appendall(pUrl, p->zApiBase);
+  for (i = 0; i < d->nUrlPart && zWhy == 0; i++) {
+    if (!d->aUrlPart[i].isPlaceholder) {
+      sqlite3_str_appendall(pUrl, d->aUrlPart[i].zText);
+    } else {
+      const char *zVal = cr_placeholder_value(p, i, iCol, &zWhy);
+      if (zVal) cr_percent_encode(pUrl, zVal);
+      iCol += 2;
+    }
+  }
+  pRec->zUrl = sqlite3_str_finish(pUrl);
+  if (zWhy) cr_record_invalid(pRec, zWhy);
+}
+
+/* Reads the key; NULL, nested or repeated keys make the record invalid. */
+static int cr_record_key(cr_records *p, cr_record *pRec, char **pzErr) {
+  const char *zType = (const char *)sqlite3_column_text(p->pShape, p->iShapeKey);
+  int rc = SQLITE_OK;
+  if (zType == 0 || strcmp(zType, "null") == 0) {
+    cr_record_invalid(pRec, sqlite3_mprintf("key \"%s\" is %s", p->pDest->zKey,
+                                            zType ? "NULL" : "missing"));
+    return SQLITE_OK;
+  }
+  if (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0) {
+    cr_record_invalid(pRec, sqlite3_mprintf("key \"%s\" is a JSON %s", p->pDest->zKey, zType));
+    return SQLITE_OK;
+  }
+  pRec->zKey = cr_strdup((const char *)sqlite3_column_text(p->pShape, p->iShapeKey + 1));
+  pRec->zKeyJson = cr_strdup((const char *)sqlite3_column_text(p->pShape, p->iShapeKey + 2));
+  if (pRec->zKey == 0 || pRec->zKeyJson == 0) return SQLITE_NOMEM;
+  sqlite3_bind_text(p->pSeen, 1, pRec->zKey, -1, SQLITE_STATIC);
+  if (sqlite3_step(p->pSeen) != SQLITE_DONE) {
+    cr_set_error(pzErr, "cannot track keys: %s", sqlite3_errmsg(p->dbSeen));
+    rc = SQLITE_ERROR;
+  } else if (sqlite3_changes(p->dbSeen) == 0) {
+    cr_record_invalid(pRec, sqlite3_mprintf("duplicate key: an earlier record of this run has "
+                                            "the same key"));
+  }
+  sqlite3_reset(p->pSeen);
+  return rc;
+}
+
+/* Takes the record apart: body, URL, key and grouping values. */
+static int cr_record_shape(cr_records *p, cr_record *pRec, char **pzErr) {
+  int rc = SQLITE_OK;
+  sqlite3_bind_text(p->pShape, 1, pRec->zJson, -1, SQLITE_STATIC);
+  if (sqlite3_step(p->pShape) != SQLITE_ROW) {
+    cr_set_error(pzErr, "cannot shape record %lld: %s", pRec->iRow, sqlite3_errmsg(p->db));
+    sqlite3_reset(p->pShape);
+    return SQLITE_ERROR;
+  }
+  pRec->zBody = cr_strdup((const char *)sqlite3_column_text(p->pShape, CR_SHAPE_BODY));
+  if (p->iShapeKey >= 0) rc = cr_record_key(p, pRec, pzErr);
+  if (rc == SQLITE_OK) cr_url_expand(p, pRec);
+  if (rc == SQLITE_OK && p->iShapeGroup >= 0) {
+    pRec->zGroup = cr_strdup((const char *)sqlite3_column_text(p->pShape, p->iShapeGroup));
+  }
+  sqlite3_reset(p->pShape);
+  return rc;
+}
+
+int cr_records_next(cr_records *p, cr_record *pRec, char **pzErr) {
+  int rc = SQLITE_OK;
+  memset(pRec, 0, sizeof(*pRec));
+  if (p->pQuery == 0) {
+    if (p->zJson == 0) return SQLITE_DONE;
+    pRec->zJson = p->zJson;
+    p->zJson = 0;
+  } else {
+    int step = sqlite3_step(p->pQuery);
+    if (step == SQLITE_DONE) return SQLITE_DONE;
+    if (step != SQLITE_ROW) {
+      cr_set_error(pzErr, "query failed after %lld records: %s", p->iRow, sqlite3_errmsg(p->db));
+      return step;
+    }
+  }
+  pRec->iRow = ++p->iRow;
+  if (p->pQuery) rc = cr_record_build(p, pRec, pzErr);
+  if (rc == SQLITE_OK && pRec->zError == 0) rc = cr_record_shape(p, pRec, pzErr);
+  return rc == SQLITE_OK ? SQLITE_ROW : rc;
+}

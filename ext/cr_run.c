@@ -1,0 +1,605 @@
+/*
+** cr_run.c - the sending engine behind callrail_send and callrail_test.
+**
+** A run pulls requests from the pipeline (cr_pipeline: the same requests
+** callrail_preview shows) only as transfer slots free up, keeps up to
+** `concurrency` of them in flight on the connection's libcurl multi
+** handle, and returns one row per request as it finishes (and one per
+** invalid record).  Memory holds the requests in flight and the rows not
+** yet returned, never the query's result.
+**
+** Before a request leaves, its `pending` row is committed (cr_store); when
+** it ends, its outcome.  Retries follow SPEC section 4: a 429 is retried
+** for every method; a 5xx or a transport error only for PUT and DELETE,
+** and for POST/PATCH only when the request provably never left (connect
+** refused) or `retry_post` is set, because CallRail has no idempotency keys
+** and a second POST can ring a phone twice.  Such a request ends `unknown`.
+** Retry-After is honoured, otherwise exponential backoff with full jitter.
+** A 429 pauses the whole run, not just the request that got it.  A batch
+** that CallRail rejects with 400/422 is split in halves until the bad
+** records are alone, so the good ones still arrive.
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long one wait for transfers lasts before the interrupt flag is
+** polled again: Ctrl-C stops a run well within a second. */
+#define CR_POLL_MS 100
+
+/* After an interrupt, in-flight transfers get this long to finish before
+** they are cut off (and recorded as such). */
+#define CR_DRAIN_MS 700
+
+/* One request on its way: its audit row, attempts and transfer. */
+typedef struct cr_job cr_job;
+struct cr_job {
+  cr_request *pReq;
+  sqlite3_int64 iResponseId; /* its audit row; 0 until written */
+  int nAttempts;
+  sqlite3_int64 tNotBefore;  /* monotonic ms of the next attempt */
+  cr_xfer x;
+  cr_job *pNext;
+};
+
+struct cr_run {
+  cr_conn *pConn;
+  cr_dest *pDest;
+  cr_cred *pCred;
+  cr_store *pStore;
+  cr_pipeline *pPipe;
+  sqlite3_int64 iRun;
+  cr_run_counts counts;
+  cr_job *pQueue;          /* jobs waiting to start (new, retries, halves) */
+  cr_job *pFlying;         /* jobs in flight */
+  int nFlying;
+  cr_outcome *pHead;       /* outcomes not yet returned */
+  cr_outcome *pTail;
+  int pipelineDone;
+  int stopping;            /* start nothing new */
+  const char *zStatus;     /* final status once stopping */
+  sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
+  int ended;
+  /* progress */
+  int showProgress;
+  sqlite3_int64 tStart;
+  sqlite3_int64 tLastProgress;
+};
+
+/* ------------------------------------------------------------------------
+** Outcomes
+*/
+
+void cr_outcome_free(cr_outcome *p) {
+  if (p) {
+    cr_request_free(p->pReq);
+    sqlite3_free(p->zError);
+    sqlite3_free(p->zBody);
+    sqlite3_free(p);
+  }
+}
+
+static void cr_run_push(cr_run *pRun, cr_outcome *p) {
+  if (pRun->pTail) pRun->pTail->pNext = p;
+  else pRun->pHead = p;
+  pRun->pTail = p;
+}
+
+/* Counts a request's records under its final state. */
+static void cr_run_count(cr_run *pRun, const char *zState, int nRecords) {
+  cr_run_counts *c = &pRun->counts;
+  if (strcmp(zState, "ok") == 0) c->ok += nRecords;
+  else if (strcmp(zState, "failed") == 0) c->failed += nRecords;
+  else if (strcmp(zState, "unknown") == 0) c->unknown += nRecords;
+  else if (strcmp(zState, "invalid") == 0) c->invalid += nRecords;
+}
+
+/* Records that the keyed records of a 2xx request were delivered. */
+static int cr_run_delivered(cr_run *pRun, const cr_request *pReq, sqlite3_int64 iId,
+                            char **pzErr) {
+  if (pReq->zRecordKeys == 0) return SQLITE_OK;
+  return cr_store_delivered(pRun->pStore, pRun->pDest->zName, pReq->zRecordKeys,
+                            pReq->zRecordHashes, iId, pzErr);
+}
+
+/* Ends a job: writes its outcome, counts it and queues its row. */
+static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, char **pzErr) {
+  cr_outcome *pOut = sqlite3_malloc(sizeof(*pOut));
+  cr_xfer *pX = &pJob->x;
+  int rc = pOut ? SQLITE_OK : SQLITE_NOMEM;
+  if (rc == SQLITE_OK) {
+    memset(pOut, 0, sizeof(*pOut));
+    pOut->pReq = pJob->pReq;
+    pOut->iResponseId = pJob->iResponseId;
+    pOut->status = pX->status;
+    pOut->zState = zState;
+    pOut->zError = zError;
+    pOut->nAttempts = pJob->nAttempts;
+    pOut->durationMs = pX->durationMs;
+    if (pRun->pDest->captureResponses) {
+      pOut->zBody = pX->zResponse;
+      pX->zResponse = 0;
+    }
+    pJob->pReq = 0;
+    rc = cr_store_outcome(pRun->pStore, pOut->iResponseId, pOut->status, zState, pOut->zBody,
+                          zError, pOut->nAttempts, pOut->durationMs, pzErr);
+    if (rc == SQLITE_OK && strcmp(zState, "ok") == 0) {
+      rc = cr_run_delivered(pRun, pOut->pReq, pOut->iResponseId, pzErr);
+    }
+    cr_run_count(pRun, zState, pOut->pReq->nRecords);
+    cr_run_push(pRun, pOut);
+  } else {
+    sqlite3_free(zError);
+  }
+  cr_xfer_clear(pX);
+  cr_request_free(pJob->pReq);
+  sqlite3_free(pJob);
+  return rc;
+}
+
+/* An invalid record: its row, never a request. */
+static int cr_run_invalid(cr_run *pRun, cr_request *pReq, char **pzErr) {
+  cr_outcome *pOut = sqlite3_malloc(sizeof(*pOut));
+  int rc = pOut ? SQLITE_OK : SQLITE_NOMEM;
+  if (rc == SQLITE_OK) {
+    memset(pOut, 0, sizeof(*pOut));
+    pOut->pReq = pReq;
+    pOut->zState = "invalid";
+    pOut->zError = cr_strdup(pReq->zError);
+    rc = cr_store_invalid(pRun->pStore, pRun->iRun, pRun->pDest->zName, pReq, &pOut->iResponseId,
+                          pzErr);
+    cr_run_count(pRun, "invalid", pReq->nRecords);
+    cr_run_push(pRun, pOut);
+  } else {
+    cr_request_free(pReq);
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Retry policy
+*/
+
+static int cr_method_idempotent(int eMethod) {
+  return eMethod == CR_METHOD_PUT || eMethod == CR_METHOD_DELETE;
+}
+
+/* Seconds or an HTTP date in Retry-After, as ms from now; -1 if unusable. */
+static sqlite3_int64 cr_retry_after_ms(const char *z) {
+  struct tm tm;
+  if (z == 0 || z[0] == 0) return -1;
+  if (z[strspn(z, "0123456789")] == 0) return (sqlite3_int64)atoll(z) * 1000;
+  memset(&tm, 0, sizeof(tm));
+  if (strptime(z, "%a, %d %b %Y %H:%M:%S GMT", &tm) != 0) {
+    sqlite3_int64 ms = ((sqlite3_int64)timegm(&tm)) * 1000 - cr_wall_ms();
+    return ms > 0 ? ms : 0;
+  }
+  return -1;
+}
+
+/* Full jitter: a random delay up to base * 2^(attempt-1), capped. */
+static sqlite3_int64 cr_backoff_ms(const cr_dest *d, int nAttempts) {
+  sqlite3_int64 cap = d->baseDelayMs;
+  sqlite3_uint64 r;
+  int i;
+  for (i = 1; i < nAttempts && cap < d->maxDelayMs; i++) cap *= 2;
+  if (cap > d->maxDelayMs) cap = d->maxDelayMs;
+  if (cap <= 0) return 0;
+  sqlite3_randomness(sizeof(r), &r);
+  return (sqlite3_int64)(r % (sqlite3_uint64)(cap + 1));
+}
+
+/* Queues a job for another attempt after its delay. */
+static void cr_job_retry(cr_run *pRun, cr_job *pJob, sqlite3_int64 msDelay) {
+  if (msDelay > pRun->pDest->maxDelayMs) msDelay = pRun->pDest->maxDelayMs;
+  cr_xfer_clear(&pJob->x);
+  pJob->tNotBefore = cr_now_ms() + msDelay;
+  pJob->pNext = pRun->pQueue;
+  pRun->pQueue = pJob;
+}
+
+/* Splits a rejected batch into two halves queued in its place; the
+** batch's own row ends `failed`, naming the split. */
+static int cr_job_bisect(cr_run *pRun, cr_job *pJob, char *zWhy, char **pzErr) {
+  cr_request *aHalf[2] = {0, 0};
+  int rc = cr_request_split(pRun->pConn->db, pRun->pDest, pJob->pReq, aHalf, pzErr);
+  int i;
+  for (i = 1; rc == SQLITE_OK && i >= 0; i--) {
+    cr_job *pNew = sqlite3_malloc(sizeof(*pNew));
+    if (pNew == 0) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    memset(pNew, 0, sizeof(*pNew));
+    pNew->pReq = aHalf[i];
+    aHalf[i] = 0;
+    pNew->pNext = pRun->pQueue;
+    pRun->pQueue = pNew;
+  }
+  cr_request_free(aHalf[0]);
+  cr_request_free(aHalf[1]);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(zWhy);
+    return rc;
+  }
+  /* Its records are counted by the halves' outcomes, not here. */
+  pJob->pReq->nRecords = 0;
+  return cr_job_end(pRun, pJob, "failed",
+                    sqlite3_mprintf("%s; batch split in two to isolate the rejected records", zWhy),
+                    pzErr) == SQLITE_OK
+             ? (sqlite3_free(zWhy), SQLITE_OK)
+             : (sqlite3_free(zWhy), SQLITE_ERROR);
+}
+
+/* Decides what a finished transfer means. */
+static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
+  const cr_dest *d = pRun->pDest;
+  cr_xfer *pX = &pJob->x;
+  int st = pX->status;
+  int idem = cr_method_idempotent(pJob->pReq->eMethod);
+  int canRetry = pJob->nAttempts < d->maxAttempts && !pRun->stopping;
+  sqlite3_int64 msAfter;
+
+  if (st >= 200 && st < 300) return cr_job_end(pRun, pJob, "ok", 0, pzErr);
+  if (st >= 300 && st < 400) {
+    return cr_job_end(pRun, pJob, "failed",
+                      sqlite3_mprintf("HTTP %d redirect to %s not followed", st,
+                                      pX->zLocation ? pX->zLocation : "(no Location)"),
+                      pzErr);
+  }
+  if (st == 429) {
+    msAfter = cr_retry_after_ms(pX->zRetryAfter);
+    if (msAfter < 0) msAfter = cr_backoff_ms(d, pJob->nAttempts);
+    if (canRetry) {
+      if (cr_now_ms() + msAfter > pRun->tPauseUntil) pRun->tPauseUntil = cr_now_ms() + msAfter;
+      cr_job_retry(pRun, pJob, msAfter);
+      return SQLITE_OK;
+    }
+    return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse),
+                      pzErr);
+  }
+  if (st >= 500) {
+    if (canRetry && (idem || d->retryPost)) {
+      msAfter = cr_retry_after_ms(pX->zRetryAfter);
+      cr_job_retry(pRun, pJob, msAfter >= 0 ? msAfter : cr_backoff_ms(d, pJob->nAttempts));
+      return SQLITE_OK;
+    }
+    return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse),
+                      pzErr);
+  }
+  if (st >= 400) {
+    char *zWhy = cr_response_error(pRun->pConn->db, st, pX->zResponse);
+    if ((st == 400 || st == 422) && pJob->pReq->nRecords > 1 && !pRun->stopping) {
+      return cr_job_bisect(pRun, pJob, zWhy, pzErr);
+    }
+    return cr_job_end(pRun, pJob, "failed", zWhy, pzErr);
+  }
+  /* No HTTP answer: a transport failure. */
+  if (canRetry && (!pX->reachedServer || idem || d->retryPost)) {
+    cr_job_retry(pRun, pJob, cr_backoff_ms(d, pJob->nAttempts));
+    return SQLITE_OK;
+  }
+  return cr_job_end(pRun, pJob, pX->reachedServer && !idem ? "unknown" : "failed",
+                    cr_strdup(pX->zError), pzErr);
+}
+
+/* ------------------------------------------------------------------------
+** Starting requests
+*/
+
+static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
+  cr_xfer *pX = &pJob->x;
+  char *zErr = 0;
+  int rc = SQLITE_OK;
+  if (pJob->iResponseId == 0) {
+    rc = cr_store_pending(pRun->pStore, pRun->iRun, pRun->pDest->zName, pJob->pReq,
+                          &pJob->iResponseId, pzErr);
+    if (rc != SQLITE_OK) return rc;
+    pRun->counts.requests++;
+  }
+  memset(pX, 0, sizeof(*pX));
+  pX->eMethod = pJob->pReq->eMethod;
+  pX->zUrl = pJob->pReq->zUrl;
+  pX->zBody = pJob->pReq->zBody;
+  pX->pDest = pRun->pDest;
+  pX->pCred = pRun->pCred;
+  pJob->nAttempts++;
+  if (cr_http_start(pRun->pConn->pHttp, pX, &zErr) != SQLITE_OK) {
+    /* Refused before leaving (e.g. the origin check): never retried. */
+    pX->reachedServer = 0;
+    return cr_job_end(pRun, pJob, "failed", zErr, pzErr);
+  }
+  pJob->pNext = pRun->pFlying;
+  pRun->pFlying = pJob;
+  pRun->nFlying++;
+  return SQLITE_OK;
+}
+
+/* Takes the first queued job whose delay is over, or NULL. */
+static cr_job *cr_queue_take(cr_run *pRun, sqlite3_int64 tNow) {
+  cr_job **pp;
+  for (pp = &pRun->pQueue; *pp; pp = &(*pp)->pNext) {
+    if ((*pp)->tNotBefore <= tNow) {
+      cr_job *pJob = *pp;
+      *pp = pJob->pNext;
+      pJob->pNext = 0;
+      return pJob;
+    }
+  }
+  return 0;
+}
+
+/* The next job to start: a queued one that is due, else a new request
+** from the pipeline.  NULL when none is ready now. */
+static int cr_run_next_job(cr_run *pRun, cr_job **ppJob, char **pzErr) {
+  cr_request *pReq = 0;
+  int rc = SQLITE_OK;
+  *ppJob = cr_queue_take(pRun, cr_now_ms());
+  while (*ppJob == 0 && rc == SQLITE_OK && !pRun->pipelineDone) {
+    rc = cr_pipeline_next(pRun->pPipe, &pReq, pzErr);
+    if (rc != SQLITE_OK) break;
+    if (pReq == 0) {
+      pRun->pipelineDone = 1;
+    } else if (pReq->zError) {
+      rc = cr_run_invalid(pRun, pReq, pzErr);
+      if (pRun->pHead) break; /* hand the invalid row back first */
+    } else {
+      cr_job *pJob = sqlite3_malloc(sizeof(*pJob));
+      if (pJob == 0) {
+        cr_request_free(pReq);
+        return SQLITE_NOMEM;
+      }
+      memset(pJob, 0, sizeof(*pJob));
+      pJob->pReq = pReq;
+      *ppJob = pJob;
+    }
+  }
+  return rc;
+}
+
+/* Starts jobs until `concurrency` are in flight or none is ready. */
+static int cr_run_fill(cr_run *pRun, char **pzErr) {
+  int rc = SQLITE_OK;
+  while (rc == SQLITE_OK && !pRun->stopping && pRun->nFlying < pRun->pDest->concurrency &&
+         cr_now_ms() >= pRun->tPauseUntil && pRun->pHead == 0) {
+    cr_job *pJob = 0;
+    rc = cr_run_next_job(pRun, &pJob, pzErr);
+    if (rc != SQLITE_OK || pJob == 0) break;
+    rc = cr_job_start(pRun, pJob, pzErr);
+  }
+  return rc;
+}
+
+/* Removes a finished transfer's job from the in-flight list. */
+static cr_job *cr_flying_take(cr_run *pRun, cr_xfer *pX) {
+  cr_job **pp;
+  for (pp = &pRun->pFlying; *pp; pp = &(*pp)->pNext) {
+    if (&(*pp)->x == pX) {
+      cr_job *pJob = *pp;
+      *pp = pJob->pNext;
+      pRun->nFlying--;
+      return pJob;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+** Progress on stderr
+*/
+
+static void cr_run_progress(cr_run *pRun, int final) {
+  const cr_run_counts *c = &pRun->counts;
+  sqlite3_int64 tNow = cr_now_ms();
+  double secs = (tNow - pRun->tStart) / 1000.0;
+  if (!pRun->showProgress || (!final && tNow - pRun->tLastProgress < 200)) return;
+  pRun->tLastProgress = tNow;
+  fprintf(stderr,
+          "\r%s%s: %lld records, %lld requests (%.0f/s), %lld ok, %lld failed, %lld unknown,"
+          " %lld invalid, %lld skipped%s%s",
+          final ? "callrail_send " : "callrail_send ", pRun->pDest->zName,
+          cr_pipeline_records(pRun->pPipe), c->requests, secs > 0 ? c->requests / secs : 0.0,
+          c->ok, c->failed, c->unknown, c->invalid, cr_pipeline_skipped(pRun->pPipe),
+          tNow < pRun->tPauseUntil ? " (paused: HTTP 429)" : "", final ? "\n" : "   ");
+  fflush(stderr);
+}
+
+/* ------------------------------------------------------------------------
+** The loop
+*/
+
+/* Waits for one transfer, then handles what finished. */
+static int cr_run_wait(cr_run *pRun, int msWait, char **pzErr) {
+  cr_xfer *pDone = 0;
+  int rc = cr_http_wait(pRun->pConn->pHttp, msWait, &pDone, pzErr);
+  if (rc == SQLITE_OK && pDone) {
+    cr_job *pJob = cr_flying_take(pRun, pDone);
+    rc = cr_job_finished(pRun, pJob, pzErr);
+  }
+  return rc;
+}
+
+/* Cuts off the transfers still in flight after an interrupt. */
+static int cr_run_abort_flying(cr_run *pRun, char **pzErr) {
+  int rc = SQLITE_OK;
+  while (pRun->pFlying && rc == SQLITE_OK) {
+    cr_job *pJob = pRun->pFlying;
+    int idem = cr_method_idempotent(pJob->pReq->eMethod);
+    pRun->pFlying = pJob->pNext;
+    pRun->nFlying--;
+    cr_http_abort(pRun->pConn->pHttp, &pJob->x);
+    rc = cr_job_end(pRun, pJob, pJob->x.reachedServer && !idem ? "unknown" : "failed",
+                    sqlite3_mprintf("run interrupted while the request was in flight"), pzErr);
+  }
+  return rc;
+}
+
+/* Queued retries and halves that will not start: a retry's last attempt
+** is its outcome; a half never sent gets no row (a re-run sends it). */
+static int cr_run_drop_queue(cr_run *pRun, char **pzErr) {
+  int rc = SQLITE_OK;
+  while (pRun->pQueue && rc == SQLITE_OK) {
+    cr_job *pJob = pRun->pQueue;
+    pRun->pQueue = pJob->pNext;
+    if (pJob->iResponseId) {
+      rc = cr_job_end(pRun, pJob, "failed",
+                      sqlite3_mprintf("not retried: the run was stopped after %d attempts",
+                                      pJob->nAttempts),
+                      pzErr);
+    } else {
+      cr_request_free(pJob->pReq);
+      sqlite3_free(pJob);
+    }
+  }
+  return rc;
+}
+
+/* Stops starting requests; lets those in flight finish for a moment. */
+static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr) {
+  sqlite3_int64 tEnd = cr_now_ms() + CR_DRAIN_MS;
+  int rc = SQLITE_OK;
+  if (!pRun->stopping) {
+    pRun->stopping = 1;
+    pRun->zStatus = zStatus;
+  }
+  while (rc == SQLITE_OK && pRun->nFlying > 0 && cr_now_ms() < tEnd) {
+    rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
+  }
+  if (rc == SQLITE_OK) rc = cr_run_abort_flying(pRun, pzErr);
+  if (rc == SQLITE_OK) rc = cr_run_drop_queue(pRun, pzErr);
+  return rc;
+}
+
+/* The earliest moment something queued may start, or 0. */
+static sqlite3_int64 cr_run_next_due(cr_run *pRun) {
+  sqlite3_int64 t = 0;
+  cr_job *p;
+  for (p = pRun->pQueue; p; p = p->pNext) {
+    if (t == 0 || p->tNotBefore < t) t = p->tNotBefore;
+  }
+  if (t && t < pRun->tPauseUntil) t = pRun->tPauseUntil;
+  return t;
+}
+
+/* True when every record has its outcome. */
+static int cr_run_idle(cr_run *pRun) {
+  return pRun->pipelineDone && pRun->nFlying == 0 && pRun->pQueue == 0;
+}
+
+int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
+  int rc = SQLITE_OK;
+  *ppOut = 0;
+  while (rc == SQLITE_OK && pRun->pHead == 0 && !(cr_run_idle(pRun) || pRun->stopping)) {
+    if (cr_check_interrupt(pRun->pConn->db) == SQLITE_INTERRUPT) {
+      rc = cr_run_stop(pRun, "interrupted", pzErr);
+      break;
+    }
+    rc = cr_run_fill(pRun, pzErr);
+    if (rc != SQLITE_OK || pRun->pHead) break;
+    if (pRun->nFlying > 0) {
+      rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
+    } else if (pRun->pQueue) {
+      sqlite3_int64 msSleep = cr_run_next_due(pRun) - cr_now_ms();
+      if (msSleep > CR_POLL_MS) msSleep = CR_POLL_MS;
+      if (msSleep > 0) sqlite3_sleep((int)msSleep);
+    }
+    cr_run_progress(pRun, 0);
+  }
+  if (pRun->pHead) {
+    *ppOut = pRun->pHead;
+    pRun->pHead = pRun->pHead->pNext;
+    if (pRun->pHead == 0) pRun->pTail = 0;
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Opening and ending a run
+*/
+
+int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char *zQuery,
+                       const char *zJson, cr_run **ppRun, char **pzErr) {
+  cr_run *pRun = sqlite3_malloc(sizeof(*pRun));
+  int active = 0;
+  int rc = pRun ? SQLITE_OK : SQLITE_NOMEM;
+  *ppRun = pRun;
+  if (rc != SQLITE_OK) return rc;
+  memset(pRun, 0, sizeof(*pRun));
+  pRun->pConn = pConn;
+  pRun->tStart = cr_now_ms();
+  rc = cr_schema_ensure(pConn, pzErr);
+  if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, zDest, &pRun->pDest, &active, pzErr);
+  if (rc == SQLITE_OK && zJson == 0 && !active) {
+    cr_set_error(pzErr,
+                 "destination \"%s\" is not active: check it with callrail_preview and "
+                 "callrail_test, then SELECT callrail_activate('%s')",
+                 zDest, zDest);
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK) {
+    rc = cr_cred_load(pConn->db, pConn, pRun->pDest->zCredential, &pRun->pCred, pzErr);
+  }
+  if (rc == SQLITE_OK) {
+    rc = cr_pipeline_open(pConn->db, pRun->pDest, pRun->pCred->zApiBase, zQuery, zJson,
+                          &pRun->pPipe, pzErr);
+  }
+  if (rc == SQLITE_OK && zJson == 0) rc = cr_pipeline_detect_changes(pRun->pPipe, pConn->db, pzErr);
+  if (rc == SQLITE_OK && pConn->pHttp == 0) rc = cr_http_new(&pConn->pHttp, pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_open(pConn->db, &pRun->pStore, pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_run_begin(pRun->pStore, zDest, zKind, &pRun->iRun, pzErr);
+  if (rc == SQLITE_OK) {
+    int prog = pRun->pDest->progress;
+    pRun->showProgress = zJson == 0 && (prog == 1 || (prog == -1 && isatty(2)));
+  }
+  return rc;
+}
+
+/* Writes the run's final row (once). */
+static int cr_run_end(cr_run *pRun, char **pzErr) {
+  int rc = SQLITE_OK;
+  if (pRun->pStore && pRun->iRun && !pRun->ended) {
+    pRun->ended = 1;
+    pRun->counts.records = cr_pipeline_records(pRun->pPipe);
+    pRun->counts.skipped = cr_pipeline_skipped(pRun->pPipe);
+    rc = cr_store_run_end(pRun->pStore, pRun->iRun, &pRun->counts,
+                          pRun->zStatus ? pRun->zStatus : "done", pzErr);
+    cr_run_progress(pRun, 1);
+  }
+  return rc;
+}
+
+/* Stops a run early (the caller read no further), records everything in
+** flight, and frees it. */
+void cr_run_close(cr_run *pRun) {
+  char *zErr = 0;
+  if (pRun == 0) return;
+  if (pRun->pStore && pRun->iRun && !pRun->ended) {
+    if (!cr_run_idle(pRun) && !pRun->stopping) {
+      /* Finish what is in flight without a deadline: nothing is forgotten. */
+      pRun->stopping = 1;
+      pRun->zStatus = "interrupted";
+      while (pRun->nFlying > 0 && cr_run_wait(pRun, CR_POLL_MS, &zErr) == SQLITE_OK) {
+      }
+      cr_run_drop_queue(pRun, &zErr);
+    }
+    cr_run_end(pRun, &zErr);
+  }
+  while (pRun->pHead) {
+    cr_outcome *p = pRun->pHead;
+    pRun->pHead = p->pNext;
+    cr_outcome_free(p);
+  }
+  cr_run_abort_flying(pRun, &zErr);
+  cr_run_drop_queue(pRun, &zErr);
+  sqlite3_free(zErr);
+  cr_pipeline_close(pRun->pPipe);
+  cr_store_close(pRun->pStore);
+  cr_cred_free(pRun->pCred);
+  cr_dest_free(pRun->pDest);
+  sqlite3_free(pRun);
+}

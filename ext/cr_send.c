@@ -1,0 +1,224 @@
+/*
+** cr_send.c - the SQL surface of the sending engine: callrail_send and
+** callrail_test.
+**
+**   SELECT state, count(*) FROM callrail_send('companies', 'new_companies')
+**    GROUP BY state;
+**
+**   SELECT callrail_test('companies', json_object('name', 'Widget Shop'));
+**   -> {"status":201,"state":"ok","body":{"id":"COM...",...},"error":null}
+**
+** callrail_send is a table-valued function with the hidden columns
+** destination and query, returning one row per request as it finishes
+** (cr_run.c does the work).  A caller that stops reading early (LIMIT)
+** ends the run: nothing new starts, and what is in flight is finished and
+** recorded before the statement returns.
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <string.h>
+
+typedef struct cr_send_cursor {
+  sqlite3_vtab_cursor base;
+  cr_run *pRun;
+  cr_outcome *pOut; /* the current row, NULL at the end */
+  sqlite3_int64 iRowid;
+} cr_send_cursor;
+
+#define CR_SEND_SCHEMA                                                                             \
+  "CREATE TABLE x(response_id, batch, records, method, url, status, state, error,"                \
+  " response_body, attempts, duration_ms, destination HIDDEN, query HIDDEN)"
+#define CR_SEND_RESPONSE_ID 0
+#define CR_SEND_BATCH 1
+#define CR_SEND_RECORDS 2
+#define CR_SEND_METHOD 3
+#define CR_SEND_URL 4
+#define CR_SEND_STATUS 5
+#define CR_SEND_STATE 6
+#define CR_SEND_ERROR 7
+#define CR_SEND_RESPONSE_BODY 8
+#define CR_SEND_ATTEMPTS 9
+#define CR_SEND_DURATION_MS 10
+#define CR_SEND_DESTINATION 11
+
+static int cr_send_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                           sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc, (void)argv, (void)pzErr;
+  return cr_tvf_connect(db, pAux, CR_SEND_SCHEMA, ppVtab);
+}
+
+static int cr_send_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
+  (void)pVtab;
+  return cr_tvf_cursor_new(sizeof(cr_send_cursor), ppCursor);
+}
+
+static void cr_send_reset(cr_send_cursor *pCur) {
+  cr_outcome_free(pCur->pOut);
+  cr_run_close(pCur->pRun);
+  pCur->pOut = 0;
+  pCur->pRun = 0;
+}
+
+static int cr_send_close(sqlite3_vtab_cursor *cur) {
+  cr_send_reset((cr_send_cursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+static int cr_send_next(sqlite3_vtab_cursor *cur) {
+  cr_send_cursor *pCur = (cr_send_cursor *)cur;
+  char *zErr = 0;
+  int rc;
+  cr_outcome_free(pCur->pOut);
+  pCur->pOut = 0;
+  rc = cr_run_step(pCur->pRun, &pCur->pOut, &zErr);
+  pCur->iRowid++;
+  if (rc != SQLITE_OK) return cr_tvf_error(cur, "callrail_send", zErr, rc);
+  return SQLITE_OK;
+}
+
+/* idxNum bits: 1 = destination, 2 = query (both required). */
+static int cr_send_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                          sqlite3_value **argv) {
+  cr_send_cursor *pCur = (cr_send_cursor *)cur;
+  cr_conn *pConn = ((cr_tvf *)cur->pVtab)->pConn;
+  char *zErr = 0;
+  int rc;
+  (void)idxNum, (void)idxStr, (void)argc;
+  cr_send_reset(pCur);
+  rc = cr_run_open(pConn, (const char *)sqlite3_value_text(argv[0]), "send",
+                   (const char *)sqlite3_value_text(argv[1]), 0, &pCur->pRun, &zErr);
+  if (rc != SQLITE_OK) return cr_tvf_error(cur, "callrail_send", zErr, rc);
+  pCur->iRowid = 0;
+  return cr_send_next(cur);
+}
+
+static int cr_send_eof(sqlite3_vtab_cursor *cur) {
+  return ((cr_send_cursor *)cur)->pOut == 0;
+}
+
+static int cr_send_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  const cr_outcome *o = ((cr_send_cursor *)cur)->pOut;
+  switch (i) {
+  case CR_SEND_RESPONSE_ID:
+    sqlite3_result_int64(ctx, o->iResponseId);
+    break;
+  case CR_SEND_BATCH:
+    if (o->pReq->iBatch > 0) sqlite3_result_int64(ctx, o->pReq->iBatch);
+    break;
+  case CR_SEND_RECORDS:
+    sqlite3_result_int(ctx, o->pReq->nRecords);
+    break;
+  case CR_SEND_METHOD:
+    sqlite3_result_text(ctx, cr_method_names[o->pReq->eMethod], -1, SQLITE_STATIC);
+    break;
+  case CR_SEND_URL:
+    sqlite3_result_text(ctx, o->pReq->zUrl, -1, SQLITE_TRANSIENT);
+    break;
+  case CR_SEND_STATUS:
+    if (o->status > 0) sqlite3_result_int(ctx, o->status);
+    break;
+  case CR_SEND_STATE:
+    sqlite3_result_text(ctx, o->zState, -1, SQLITE_STATIC);
+    break;
+  case CR_SEND_ERROR:
+    sqlite3_result_text(ctx, o->zError, -1, SQLITE_TRANSIENT);
+    break;
+  case CR_SEND_RESPONSE_BODY:
+    sqlite3_result_text(ctx, o->zBody, -1, SQLITE_TRANSIENT);
+    break;
+  case CR_SEND_ATTEMPTS:
+    sqlite3_result_int(ctx, o->nAttempts);
+    break;
+  case CR_SEND_DURATION_MS:
+    if (o->nAttempts > 0) sqlite3_result_int64(ctx, o->durationMs);
+    break;
+  default:
+    break; /* hidden columns read back as NULL */
+  }
+  return SQLITE_OK;
+}
+
+static int cr_send_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((cr_send_cursor *)cur)->iRowid;
+  return SQLITE_OK;
+}
+
+static int cr_send_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
+  return cr_tvf_best_index(pVtab, pInfo, "callrail_send", CR_SEND_DESTINATION, 2, 2);
+}
+
+static sqlite3_module cr_send_module = {
+    0,                  /* iVersion */
+    0,                  /* xCreate: eponymous only */
+    cr_send_connect,    /* xConnect */
+    cr_send_best_index, /* xBestIndex */
+    cr_tvf_disconnect,  /* xDisconnect */
+    0,                  /* xDestroy */
+    cr_send_open,       /* xOpen */
+    cr_send_close,      /* xClose */
+    cr_send_filter,     /* xFilter */
+    cr_send_next,       /* xNext */
+    cr_send_eof,        /* xEof */
+    cr_send_column,     /* xColumn */
+    cr_send_rowid,      /* xRowid */
+    0,                  /* xUpdate */
+    0,                  /* xBegin */
+    0,                  /* xSync */
+    0,                  /* xCommit */
+    0,                  /* xRollback */
+    0,                  /* xFindFunction */
+    0,                  /* xRename */
+    0,                  /* xSavepoint */
+    0,                  /* xRelease */
+    0,                  /* xRollbackTo */
+    0,                  /* xShadowName */
+};
+
+int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr) {
+  return cr_tvf_register(db, pConn, "callrail_send", &cr_send_module, pzErr);
+}
+
+/* ------------------------------------------------------------------------
+** callrail_test(destination, record_json)
+*/
+
+/* {status, state, body, error}: body parsed when it is JSON. */
+static int cr_test_result(sqlite3 *db, const cr_outcome *o, char **pzResult, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(db,
+                      "SELECT json_object('status', ?1, 'state', ?2, 'body',"
+                      " CASE WHEN json_valid(?3) THEN json(?3) ELSE ?3 END, 'error', ?4)",
+                      &pStmt, pzErr);
+  if (rc == SQLITE_OK) {
+    if (o->status > 0) sqlite3_bind_int(pStmt, 1, o->status);
+    sqlite3_bind_text(pStmt, 2, o->zState, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 3, o->zBody, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 4, o->zError, -1, SQLITE_STATIC);
+    if (sqlite3_step(pStmt) == SQLITE_ROW) {
+      *pzResult = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
+    } else {
+      cr_set_error(pzErr, "cannot build the result: %s", sqlite3_errmsg(db));
+      rc = SQLITE_ERROR;
+    }
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **pzResult,
+                   char **pzErr) {
+  cr_run *pRun = 0;
+  cr_outcome *pOut = 0;
+  int rc = cr_run_open(pConn, zDest, "test", 0, zJson, &pRun, pzErr);
+  if (rc == SQLITE_OK) rc = cr_run_step(pRun, &pOut, pzErr);
+  if (rc == SQLITE_OK && pOut == 0) {
+    cr_set_error(pzErr, "destination \"%s\": the record made no request", zDest);
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK) rc = cr_test_result(pConn->db, pOut, pzResult, pzErr);
+  cr_outcome_free(pOut);
+  cr_run_close(pRun);
+  return rc;
+}

@@ -1,0 +1,68 @@
+/*
+** cr_util.c - small helpers every module shares: error messages, clocks,
+** statement preparation and interrupt detection.
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <stdarg.h>
+#include <time.h>
+
+void cr_set_error(char **pzErr, const char *zFmt, ...) {
+  va_list ap;
+  if (pzErr == 0) return;
+  sqlite3_free(*pzErr);
+  va_start(ap, zFmt);
+  *pzErr = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+}
+
+char *cr_strdup(const char *z) {
+  return z ? sqlite3_mprintf("%s", z) : 0;
+}
+
+sqlite3_int64 cr_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (sqlite3_int64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+sqlite3_int64 cr_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (sqlite3_int64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int cr_prepare(sqlite3 *db, const char *zSql, sqlite3_stmt **ppStmt, char **pzErr) {
+  int rc = sqlite3_prepare_v2(db, zSql, -1, ppStmt, 0);
+  if (rc != SQLITE_OK) cr_set_error(pzErr, "callrail: internal SQL failed: %s", sqlite3_errmsg(db));
+  return rc;
+}
+
+int cr_exec(sqlite3 *db, const char *zSql, char **pzErr) {
+  char *zMsg = 0;
+  int rc = sqlite3_exec(db, zSql, 0, 0, &zMsg);
+  if (rc != SQLITE_OK) {
+    cr_set_error(pzErr, "%s", zMsg ? zMsg : sqlite3_errmsg(db));
+  }
+  sqlite3_free(zMsg);
+  return rc;
+}
+
+/*
+** SQLite 3.40 has no sqlite3_is_interrupted(), but once sqlite3_interrupt()
+** was called on a connection, stepping any statement on it returns
+** SQLITE_INTERRUPT (DESIGN-NOTES 2).  A trivial "SELECT 1" is that probe.
+** The flag stays set while the user's statement runs, so probing does not
+** consume it: the user's statement still ends with "interrupted".
+*/
+int cr_check_interrupt(sqlite3 *db) {
+  sqlite3_stmt *pStmt = 0;
+  int rc;
+  if (sqlite3_prepare_v2(db, "SELECT 1", -1, &pStmt, 0) != SQLITE_OK) {
+    return sqlite3_errcode(db) == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_OK;
+  }
+  rc = sqlite3_step(pStmt);
+  sqlite3_finalize(pStmt);
+  return rc == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_OK;
+}

@@ -1,0 +1,84 @@
+-- The extension's tables (SPEC section 2).  callrail.so runs this file,
+-- compiled in, with CREATE ... IF NOT EXISTS at load and at first use.
+
+-- A credential holds a reference to the API key, never the key itself:
+-- 'env:VAR', 'file:PATH', or 'memory' (held by one connection only).
+CREATE TABLE IF NOT EXISTS callrail_credentials(
+  name       TEXT PRIMARY KEY NOT NULL,
+  source     TEXT NOT NULL,
+  api_base   TEXT NOT NULL DEFAULT 'https://api.callrail.com',
+  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+);
+
+CREATE TABLE IF NOT EXISTS callrail_destinations(
+  name       TEXT PRIMARY KEY NOT NULL,
+  config     TEXT NOT NULL CHECK (json_valid(config)),
+  active     INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0,1)),
+  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+);
+
+-- One row per callrail_send or callrail_test.  pid and host identify the
+-- process that ran it, so a later run can tell a dead run from a live one.
+CREATE TABLE IF NOT EXISTS callrail_runs(
+  run_id      INTEGER PRIMARY KEY,
+  destination TEXT NOT NULL,
+  kind        TEXT NOT NULL CHECK (kind IN ('send','test')),
+  started_at  TEXT NOT NULL,
+  finished_at TEXT,
+  records     INTEGER NOT NULL DEFAULT 0,
+  requests    INTEGER NOT NULL DEFAULT 0,
+  ok          INTEGER NOT NULL DEFAULT 0,
+  failed      INTEGER NOT NULL DEFAULT 0,
+  unknown     INTEGER NOT NULL DEFAULT 0,
+  skipped     INTEGER NOT NULL DEFAULT 0,
+  invalid     INTEGER NOT NULL DEFAULT 0,
+  status      TEXT NOT NULL DEFAULT 'running'
+              CHECK (status IN ('running','done','interrupted','quota_exhausted','error')),
+  pid         INTEGER,
+  error       TEXT
+);
+CREATE INDEX IF NOT EXISTS callrail_runs_by_status ON callrail_runs(status);
+
+-- One row per HTTP request, or per invalid record that was never sent.
+-- quota_bucket names the account the request counts against (its origin and
+-- account id), quota_class the CallRail limit it also counts in ('general',
+-- 'sms', 'calls'), and sent_ms its wall-clock send time in ms.
+CREATE TABLE IF NOT EXISTS callrail_responses(
+  id            INTEGER PRIMARY KEY,
+  run_id        INTEGER NOT NULL,
+  destination   TEXT NOT NULL,
+  batch         INTEGER,
+  records       INTEGER NOT NULL DEFAULT 1,
+  record_keys   TEXT,
+  method        TEXT,
+  url           TEXT,
+  request_body  TEXT,
+  status        INTEGER,
+  state         TEXT NOT NULL
+                CHECK (state IN ('pending','ok','failed','unknown','invalid')),
+  response_body TEXT,
+  error         TEXT,
+  attempts      INTEGER NOT NULL DEFAULT 0,
+  sent_at       TEXT,
+  duration_ms   INTEGER,
+  quota_bucket  TEXT,
+  quota_class   TEXT,
+  sent_ms       INTEGER
+);
+CREATE INDEX IF NOT EXISTS callrail_responses_by_run ON callrail_responses(run_id);
+CREATE INDEX IF NOT EXISTS callrail_responses_by_quota
+  ON callrail_responses(quota_bucket, sent_ms) WHERE quota_bucket IS NOT NULL;
+CREATE INDEX IF NOT EXISTS callrail_responses_unresolved
+  ON callrail_responses(destination) WHERE state IN ('pending','unknown');
+
+-- Keyed records delivered with a 2xx: the basis of change detection.
+-- record_hash identifies the request (method, URL, body) that delivered it.
+CREATE TABLE IF NOT EXISTS callrail_delivered(
+  destination  TEXT NOT NULL,
+  record_key   TEXT NOT NULL,
+  record_hash  TEXT NOT NULL,
+  response_id  INTEGER NOT NULL,
+  delivered_at TEXT NOT NULL,
+  PRIMARY KEY (destination, record_key)
+);
