@@ -1,0 +1,2 @@
+-- callrail_version() names the extension, libcurl and SQLite versions.
+SELECT callrail_version() LIKE 'callrail-sqlite % (libcurl %, SQLite %)';
