@@ -152,7 +152,8 @@ static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **a
     sqlite3_bind_text(pStmt, 2, zSource, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 3, zBase, -1, SQLITE_STATIC);
     rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    if (rc != SQLITE_OK) cr_set_error(&zErr, "cannot save credential: %s", sqlite3_errmsg(pConn->db));
+    if (rc != SQLITE_OK)
+      cr_set_error(&zErr, "cannot save credential: %s", sqlite3_errmsg(pConn->db));
   }
   sqlite3_finalize(pStmt);
   sqlite3_free(zBase);
@@ -210,7 +211,8 @@ static void cr_destination_func(sqlite3_context *ctx, int argc, sqlite3_value **
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 2, zConfig, -1, SQLITE_STATIC);
     rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    if (rc != SQLITE_OK) cr_set_error(&zErr, "cannot save destination: %s", sqlite3_errmsg(pConn->db));
+    if (rc != SQLITE_OK)
+      cr_set_error(&zErr, "cannot save destination: %s", sqlite3_errmsg(pConn->db));
   }
   sqlite3_finalize(pStmt);
   cr_dest_free(pDest);
@@ -319,7 +321,8 @@ static int cr_register_functions(sqlite3 *db, cr_conn *pConn, char **pzErr) {
     rc = sqlite3_create_function_v2(db, cr_functions[i].zName, cr_functions[i].nArg,
                                     cr_functions[i].flags, pConn, cr_functions[i].xFunc, 0, 0,
                                     cr_conn_unref);
-    if (rc != SQLITE_OK) cr_set_error(pzErr, "callrail: cannot register %s()", cr_functions[i].zName);
+    if (rc != SQLITE_OK)
+      cr_set_error(pzErr, "callrail: cannot register %s()", cr_functions[i].zName);
   }
   return rc;
 }
@@ -336,7 +339,7 @@ static void cr_enable_wal(sqlite3 *db) {
 #ifdef _WIN32
 __declspec(dllexport)
 #endif
-int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+    int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   int rc = SQLITE_OK;
   char *zErr = 0;
   cr_conn *pConn;
@@ -365,8 +368,10 @@ int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
   }
   cr_conn_unref(pConn);
   if (rc != SQLITE_OK) {
-    if (pzErrMsg) *pzErrMsg = zErr;
-    else sqlite3_free(zErr);
+    if (pzErrMsg)
+      *pzErrMsg = zErr;
+    else
+      sqlite3_free(zErr);
   }
   return rc;
 }

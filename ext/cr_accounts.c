@@ -23,7 +23,7 @@ typedef struct cr_accounts_cursor {
 } cr_accounts_cursor;
 
 #define CR_ACCOUNTS_SCHEMA                                                                         \
-  "CREATE TABLE x(id, name, numeric_id, outbound_recording_enabled, hipaa_account, json,"         \
+  "CREATE TABLE x(id, name, numeric_id, outbound_recording_enabled, hipaa_account, json,"          \
   " credential HIDDEN)"
 #define CR_ACCOUNTS_JSON 5
 #define CR_ACCOUNTS_CREDENTIAL 6
@@ -112,7 +112,8 @@ static int cr_accounts_fetch(cr_conn *pConn, const cr_cred *pCred, char **pzAll,
         sqlite3_free(*pzAll);
         *pzAll = zNew;
       } else {
-        cr_set_error(pzErr, "GET /v3/a.json returned no accounts list: %s", sqlite3_errmsg(pConn->db));
+        cr_set_error(pzErr, "GET /v3/a.json returned no accounts list: %s",
+                     sqlite3_errmsg(pConn->db));
         rc = SQLITE_ERROR;
       }
       sqlite3_reset(pJoin);
@@ -194,7 +195,7 @@ static sqlite3_module cr_accounts_module = {
     0,                      /* xCreate: eponymous only */
     cr_accounts_connect,    /* xConnect */
     cr_accounts_best_index, /* xBestIndex */
-    cr_tvf_disconnect, /* xDisconnect */
+    cr_tvf_disconnect,      /* xDisconnect */
     0,                      /* xDestroy */
     cr_accounts_open,       /* xOpen */
     cr_accounts_close,      /* xClose */

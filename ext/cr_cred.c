@@ -35,7 +35,8 @@ struct cr_memtoken {
 static void cr_wipe_free(char *z) {
   if (z) {
     volatile char *p = z;
-    while (*p) *p++ = 0;
+    while (*p)
+      *p++ = 0;
     sqlite3_free(z);
   }
 }
@@ -111,8 +112,10 @@ static CURLUcode cr_origin_parse(const char *zUrl, cr_origin *o, CURLU **ppUrl) 
   if (uc == CURLUE_OK) uc = curl_url_get(pUrl, CURLUPART_HOST, &o->zHost, 0);
   if (uc == CURLUE_OK) uc = curl_url_get(pUrl, CURLUPART_PORT, &o->zPort, CURLU_DEFAULT_PORT);
   if (uc != CURLUE_OK) cr_origin_clear(o);
-  if (ppUrl && uc == CURLUE_OK) *ppUrl = pUrl;
-  else curl_url_cleanup(pUrl);
+  if (ppUrl && uc == CURLUE_OK)
+    *ppUrl = pUrl;
+  else
+    curl_url_cleanup(pUrl);
   return uc;
 }
 
@@ -228,15 +231,16 @@ static int cr_token_from_file(const char *zCred, const char *zPath, char **pzTok
     cr_set_error(pzErr, "credential \"%s\": key file %s is unreadable or too large", zCred, zPath);
     return SQLITE_ERROR;
   }
-  while (n > 0 && (aBuf[n - 1] == '\n' || aBuf[n - 1] == '\r' || aBuf[n - 1] == ' ')) n--;
+  while (n > 0 && (aBuf[n - 1] == '\n' || aBuf[n - 1] == '\r' || aBuf[n - 1] == ' '))
+    n--;
   aBuf[n] = 0;
   *pzToken = cr_strdup(aBuf);
   memset(aBuf, 0, sizeof(aBuf));
   return SQLITE_OK;
 }
 
-static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSource,
-                            char **pzToken, char **pzErr) {
+static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSource, char **pzToken,
+                            char **pzErr) {
   if (strncmp(zSource, "env:", 4) == 0) {
     const char *zVal = getenv(zSource + 4);
     if (zVal == 0 || zVal[0] == 0) {

@@ -73,7 +73,8 @@ int cr_http_running(cr_http *p) {
 /* The header list holds the key: wipe it before it is freed. */
 static void cr_headers_free(struct curl_slist *pList) {
   struct curl_slist *p;
-  for (p = pList; p; p = p->next) memset(p->data, 0, strlen(p->data));
+  for (p = pList; p; p = p->next)
+    memset(p->data, 0, strlen(p->data));
   curl_slist_free_all(pList);
 }
 
@@ -107,7 +108,8 @@ static int cr_headers_each(const cr_dest *pDest, const char *zToken, int hasBody
     const char *zColon = strchr(pDest->azHeader[i], ':');
     char *zName = sqlite3_mprintf("%.*s", (int)(zColon - pDest->azHeader[i]), pDest->azHeader[i]);
     const char *zVal = zColon + 1;
-    while (*zVal == ' ') zVal++;
+    while (*zVal == ' ')
+      zVal++;
     rc = zName ? xLine(pArg, zName, zVal) : SQLITE_NOMEM;
     sqlite3_free(zName);
   }
@@ -192,8 +194,10 @@ static void cr_keep_header(const char *zLine, size_t n, const char *zName, char 
   if (n > nName + 1 && strncasecmp(zLine, zName, nName) == 0 && zLine[nName] == ':') {
     const char *z = zLine + nName + 1;
     size_t m = n - nName - 1;
-    while (m > 0 && (*z == ' ' || *z == '\t')) z++, m--;
-    while (m > 0 && (z[m - 1] == '\r' || z[m - 1] == '\n' || z[m - 1] == ' ')) m--;
+    while (m > 0 && (*z == ' ' || *z == '\t'))
+      z++, m--;
+    while (m > 0 && (z[m - 1] == '\r' || z[m - 1] == '\n' || z[m - 1] == ' '))
+      m--;
     sqlite3_free(*pzOut);
     *pzOut = sqlite3_mprintf("%.*s", (int)m, z);
   }

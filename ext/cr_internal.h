@@ -65,43 +65,43 @@ extern const char *const cr_method_names[4];
 
 /* One piece of a URL template: literal text, or a {placeholder}. */
 typedef struct cr_url_part {
-  char *zText;      /* literal text, or the placeholder's attribute name */
+  char *zText; /* literal text, or the placeholder's attribute name */
   int isPlaceholder;
-  int recordOnly;   /* {record.name}: never taken from params */
+  int recordOnly; /* {record.name}: never taken from params */
 } cr_url_part;
 
 typedef struct cr_dest {
-  char *zName;           /* destination name */
-  char *zCredential;     /* credential name */
-  int eMethod;           /* CR_METHOD_* */
-  char *zUrl;            /* URL template as configured */
+  char *zName;       /* destination name */
+  char *zCredential; /* credential name */
+  int eMethod;       /* CR_METHOD_* */
+  char *zUrl;        /* URL template as configured */
   int nUrlPart;
   cr_url_part *aUrlPart; /* the template, parsed */
   char *zParams;         /* JSON object text of constant placeholder values */
   int nHeader;
-  char **azHeader;       /* extra headers, each "Name: value" */
+  char **azHeader; /* extra headers, each "Name: value" */
   int nExclude;
-  char **azExclude;      /* attributes left out of the body */
-  int batchSize;         /* 0: batching off; else 1..1000 */
-  int eGrouping;         /* CR_GROUP_* */
+  char **azExclude; /* attributes left out of the body */
+  int batchSize;    /* 0: batching off; else 1..1000 */
+  int eGrouping;    /* CR_GROUP_* */
   int nGroupAttr;
-  char **azGroupAttr;    /* batch.attributes */
+  char **azGroupAttr;     /* batch.attributes */
   sqlite3_int64 maxBytes; /* batch.max_bytes, 0 when not set */
-  char *zWrap;           /* batch.wrap or NULL */
-  char *zKey;            /* key attribute or NULL */
-  int concurrency;       /* 1..64 */
+  char *zWrap;            /* batch.wrap or NULL */
+  char *zKey;             /* key attribute or NULL */
+  int concurrency;        /* 1..64 */
   int timeoutMs;
   int connectTimeoutMs;
   int maxAttempts;
   int baseDelayMs;
   int maxDelayMs;
   int retryPost;
-  sqlite3_int64 perHour;   /* rate_limit.*; -1 means "CallRail's default" */
+  sqlite3_int64 perHour; /* rate_limit.*; -1 means "CallRail's default" */
   sqlite3_int64 perDay;
   sqlite3_int64 perSecond; /* -1: none */
-  int onQuotaStop;       /* 0: wait, 1: stop */
+  int onQuotaStop;         /* 0: wait, 1: stop */
   int captureResponses;
-  int progress;          /* -1 auto, 0 off, 1 on */
+  int progress; /* -1 auto, 0 off, 1 on */
 } cr_dest;
 
 /* Parses and validates zConfig for destination zName.  Every key of SPEC
@@ -122,15 +122,14 @@ int cr_dest_load(sqlite3 *db, const char *zName, cr_dest **ppDest, int *pActive,
 
 typedef struct cr_cred {
   char *zName;
-  char *zApiBase;  /* scheme://host[:port], no trailing slash */
-  char *zToken;    /* the secret; wiped by cr_cred_free() */
+  char *zApiBase; /* scheme://host[:port], no trailing slash */
+  char *zToken;   /* the secret; wiped by cr_cred_free() */
 } cr_cred;
 
 typedef struct cr_conn cr_conn;
 
 /* Loads credential zName and resolves its token (env, file or memory). */
-int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCred,
-                 char **pzErr);
+int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCred, char **pzErr);
 /* Loads only name and api_base, no secret (for previews). */
 int cr_cred_load_public(sqlite3 *db, const char *zName, cr_cred **ppCred, char **pzErr);
 void cr_cred_free(cr_cred *p);
@@ -153,9 +152,9 @@ typedef struct cr_memtoken cr_memtoken;
 typedef struct cr_http cr_http;
 struct cr_conn {
   sqlite3 *db;
-  int nRef;              /* functions and modules holding this state */
-  cr_memtoken *pTokens;  /* tokens registered in memory */
-  cr_http *pHttp;        /* libcurl multi handle, created on first use */
+  int nRef;             /* functions and modules holding this state */
+  cr_memtoken *pTokens; /* tokens registered in memory */
+  cr_http *pHttp;       /* libcurl multi handle, created on first use */
   int schemaReady;
 };
 
@@ -173,14 +172,14 @@ void cr_memtoken_free_all(cr_conn *pConn);
 */
 
 typedef struct cr_record {
-  sqlite3_int64 iRow;  /* 1-based position in the query result */
-  char *zJson;         /* the whole record as a JSON object */
-  char *zBody;         /* the record minus `exclude`, as a JSON object */
-  char *zUrl;          /* the expanded URL (absolute) */
-  char *zKey;          /* text of the key attribute, or NULL */
-  char *zKeyJson;      /* the key as a JSON string, or NULL */
-  char *zGroup;        /* batch.attributes values as a JSON array, or NULL */
-  char *zError;        /* non-NULL: the record is invalid, and why */
+  sqlite3_int64 iRow; /* 1-based position in the query result */
+  char *zJson;        /* the whole record as a JSON object */
+  char *zBody;        /* the record minus `exclude`, as a JSON object */
+  char *zUrl;         /* the expanded URL (absolute) */
+  char *zKey;         /* text of the key attribute, or NULL */
+  char *zKeyJson;     /* the key as a JSON string, or NULL */
+  char *zGroup;       /* batch.attributes values as a JSON array, or NULL */
+  char *zError;       /* non-NULL: the record is invalid, and why */
 } cr_record;
 
 typedef struct cr_records cr_records;
@@ -190,8 +189,8 @@ typedef struct cr_records cr_records;
 int cr_records_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zQuery,
                     cr_records **pp, char **pzErr);
 /* Builds a record from a JSON object text instead of a query. */
-int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
-                         const char *zJson, cr_records **pp, char **pzErr);
+int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zJson,
+                         cr_records **pp, char **pzErr);
 /* SQLITE_ROW with *pRec filled (owned by pRec, release with cr_record_clear),
 ** SQLITE_DONE at the end, or an error. */
 int cr_records_next(cr_records *p, cr_record *pRec, char **pzErr);
@@ -203,14 +202,14 @@ void cr_record_clear(cr_record *pRec);
 */
 
 typedef struct cr_request {
-  sqlite3_int64 iBatch;  /* 1, 2, ...; 0 for an invalid record */
+  sqlite3_int64 iBatch; /* 1, 2, ...; 0 for an invalid record */
   int nRecords;
   int eMethod;
   char *zUrl;
-  char *zBody;           /* NULL for DELETE */
-  char *zRecordKeys;     /* JSON array of record keys, or NULL */
-  char *zRecordHashes;   /* JSON array of each keyed record's request hash */
-  char *zError;          /* invalid record: why */
+  char *zBody;         /* NULL for DELETE */
+  char *zRecordKeys;   /* JSON array of record keys, or NULL */
+  char *zRecordHashes; /* JSON array of each keyed record's request hash */
+  char *zError;        /* invalid record: why */
   sqlite3_int64 iFirstRow;
 } cr_request;
 
@@ -253,20 +252,20 @@ typedef struct cr_xfer {
   /* inputs */
   int eMethod;
   const char *zUrl;
-  const char *zBody;        /* NULL: no body */
-  const cr_dest *pDest;     /* headers and timeouts */
-  const cr_cred *pCred;     /* token and api_base */
+  const char *zBody;         /* NULL: no body */
+  const cr_dest *pDest;      /* headers and timeouts */
+  const cr_cred *pCred;      /* token and api_base */
   sqlite3_int64 maxResponse; /* body cap in bytes */
-  void *pArg;               /* caller's */
+  void *pArg;                /* caller's */
   /* outputs */
-  int status;               /* HTTP status, 0 when none arrived */
-  char *zResponse;          /* body as received (NUL-terminated), or NULL */
+  int status;      /* HTTP status, 0 when none arrived */
+  char *zResponse; /* body as received (NUL-terminated), or NULL */
   sqlite3_int64 nResponse;
-  char *zError;             /* transport error, or NULL */
-  int reachedServer;        /* 0: provably never sent (may be retried) */
+  char *zError;      /* transport error, or NULL */
+  int reachedServer; /* 0: provably never sent (may be retried) */
   sqlite3_int64 durationMs;
-  char *zRetryAfter;        /* Retry-After header value, or NULL */
-  char *zLocation;          /* Location header value, or NULL */
+  char *zRetryAfter; /* Retry-After header value, or NULL */
+  char *zLocation;   /* Location header value, or NULL */
   /* private */
   CURL *pEasy;
   struct curl_slist *pHeaders;
@@ -321,7 +320,7 @@ struct cr_outcome {
   int status;                /* HTTP status, 0 if none */
   const char *zState;        /* ok, failed, unknown, invalid */
   char *zError;
-  char *zBody;               /* response body (unless capture_responses is off) */
+  char *zBody; /* response body (unless capture_responses is off) */
   int nAttempts;
   sqlite3_int64 durationMs;
   cr_outcome *pNext;

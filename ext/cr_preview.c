@@ -33,7 +33,7 @@ typedef struct cr_preview_cursor {
 } cr_preview_cursor;
 
 #define CR_PREVIEW_SCHEMA                                                                          \
-  "CREATE TABLE x(batch, records, method, url, headers, body, error,"                             \
+  "CREATE TABLE x(batch, records, method, url, headers, body, error,"                              \
   " destination HIDDEN, query HIDDEN, \"limit\" HIDDEN)"
 #define CR_PREVIEW_BATCH 0
 #define CR_PREVIEW_RECORDS 1
@@ -108,8 +108,8 @@ static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *i
   (void)idxStr, (void)idxNum;
 
   cr_preview_reset(pCur);
-  pCur->nLimit = argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL
-                     ? sqlite3_value_int64(argv[2]) : -1;
+  pCur->nLimit =
+      argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL ? sqlite3_value_int64(argv[2]) : -1;
   if (pCur->nLimit < -1) pCur->nLimit = 0;
   rc = cr_schema_ensure(pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, zDest, &pCur->pDest, 0, &zErr);
@@ -179,30 +179,30 @@ static int cr_preview_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo)
 }
 
 static sqlite3_module cr_preview_module = {
-    0,                      /* iVersion */
-    0,                      /* xCreate: eponymous only */
-    cr_preview_connect,     /* xConnect */
-    cr_preview_best_index,  /* xBestIndex */
-    cr_tvf_disconnect,  /* xDisconnect */
-    0,                      /* xDestroy */
-    cr_preview_open,        /* xOpen */
-    cr_preview_close,       /* xClose */
-    cr_preview_filter,      /* xFilter */
-    cr_preview_next,        /* xNext */
-    cr_preview_eof,         /* xEof */
-    cr_preview_column,      /* xColumn */
-    cr_preview_rowid,       /* xRowid */
-    0,                      /* xUpdate */
-    0,                      /* xBegin */
-    0,                      /* xSync */
-    0,                      /* xCommit */
-    0,                      /* xRollback */
-    0,                      /* xFindFunction */
-    0,                      /* xRename */
-    0,                      /* xSavepoint */
-    0,                      /* xRelease */
-    0,                      /* xRollbackTo */
-    0,                      /* xShadowName */
+    0,                     /* iVersion */
+    0,                     /* xCreate: eponymous only */
+    cr_preview_connect,    /* xConnect */
+    cr_preview_best_index, /* xBestIndex */
+    cr_tvf_disconnect,     /* xDisconnect */
+    0,                     /* xDestroy */
+    cr_preview_open,       /* xOpen */
+    cr_preview_close,      /* xClose */
+    cr_preview_filter,     /* xFilter */
+    cr_preview_next,       /* xNext */
+    cr_preview_eof,        /* xEof */
+    cr_preview_column,     /* xColumn */
+    cr_preview_rowid,      /* xRowid */
+    0,                     /* xUpdate */
+    0,                     /* xBegin */
+    0,                     /* xSync */
+    0,                     /* xCommit */
+    0,                     /* xRollback */
+    0,                     /* xFindFunction */
+    0,                     /* xRename */
+    0,                     /* xSavepoint */
+    0,                     /* xRelease */
+    0,                     /* xRollbackTo */
+    0,                     /* xShadowName */
 };
 
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -20,7 +20,8 @@ static size_t cr_account_prefix(const char *zUrl) {
   size_t n;
   if (zA == 0) return 0;
   n = (size_t)(zA - zUrl) + 6;
-  while (zUrl[n] && zUrl[n] != '/' && zUrl[n] != '?' && zUrl[n] != '#') n++;
+  while (zUrl[n] && zUrl[n] != '/' && zUrl[n] != '?' && zUrl[n] != '#')
+    n++;
   return n;
 }
 

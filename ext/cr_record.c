@@ -42,10 +42,10 @@ struct cr_records {
   int nCol;
   sqlite3_stmt *pBuild;
   sqlite3_stmt *pShape;
-  int iShapeKey;        /* shaper column of the key's type, or -1 */
-  int iShapeGroup;      /* shaper column of the grouping values, or -1 */
-  char **azParam;       /* params value per URL part (placeholders only) */
-  sqlite3 *dbSeen;      /* keys seen in this run */
+  int iShapeKey;   /* shaper column of the key's type, or -1 */
+  int iShapeGroup; /* shaper column of the grouping values, or -1 */
+  char **azParam;  /* params value per URL part (placeholders only) */
+  sqlite3 *dbSeen; /* keys seen in this run */
   sqlite3_stmt *pSeen;
   sqlite3_int64 iRow;
 };
@@ -57,9 +57,11 @@ struct cr_records {
 /* Skips white space and SQL comments. */
 static const char *cr_skip_space(const char *z) {
   for (;;) {
-    while (isspace((unsigned char)*z)) z++;
+    while (isspace((unsigned char)*z))
+      z++;
     if (z[0] == '-' && z[1] == '-') {
-      while (*z && *z != '\n') z++;
+      while (*z && *z != '\n')
+        z++;
     } else if (z[0] == '/' && z[1] == '*') {
       const char *zEnd = strstr(z + 2, "*/");
       z = zEnd ? zEnd + 2 : z + strlen(z);
@@ -95,15 +97,15 @@ static char *cr_bare_name_sql(const char *zName) {
   return sqlite3_mprintf("SELECT * FROM \"%.*w\".\"%w\"", (int)(zDot - zName), zName, zDot + 1);
 }
 
-static int cr_query_prepare(sqlite3 *db, const char *zQuery, sqlite3_stmt **ppStmt,
-                            char **pzErr) {
+static int cr_query_prepare(sqlite3 *db, const char *zQuery, sqlite3_stmt **ppStmt, char **pzErr) {
   const char *zSql = cr_skip_space(zQuery);
   char *zOwned = 0;
   const char *zTail = 0;
   size_t n = strlen(zSql);
   int rc = SQLITE_OK;
 
-  while (n > 0 && (isspace((unsigned char)zSql[n - 1]) || zSql[n - 1] == ';')) n--;
+  while (n > 0 && (isspace((unsigned char)zSql[n - 1]) || zSql[n - 1] == ';'))
+    n--;
   zOwned = sqlite3_mprintf("%.*s", (int)n, zSql);
   if (zOwned == 0) return SQLITE_NOMEM;
   if (cr_is_bare_name(zOwned)) {
@@ -145,9 +147,8 @@ static char *cr_build_sql(sqlite3_stmt *pQuery) {
   sqlite3_str *pSql = sqlite3_str_new(0);
   int i;
   if (nCol == 1) {
-    sqlite3_str_appendf(pSql,
-                        "SELECT CASE WHEN (?2 OR typeof(?1)='text') AND json_valid(?1)"
-                        " AND json_type(?1)='object' THEN json(?1) ELSE ");
+    sqlite3_str_appendf(pSql, "SELECT CASE WHEN (?2 OR typeof(?1)='text') AND json_valid(?1)"
+                              " AND json_type(?1)='object' THEN json(?1) ELSE ");
   } else {
     sqlite3_str_appendall(pSql, "SELECT ");
   }
@@ -248,8 +249,10 @@ static int cr_params_load(cr_records *p, char **pzErr) {
   int rc = cr_prepare(p->db, "SELECT json_extract(?1, '$.\"' || ?2 || '\"')", &pStmt, pzErr);
   if (rc == SQLITE_OK) {
     p->azParam = sqlite3_malloc(sizeof(char *) * (d->nUrlPart + 1));
-    if (p->azParam == 0) rc = SQLITE_NOMEM;
-    else memset(p->azParam, 0, sizeof(char *) * (d->nUrlPart + 1));
+    if (p->azParam == 0)
+      rc = SQLITE_NOMEM;
+    else
+      memset(p->azParam, 0, sizeof(char *) * (d->nUrlPart + 1));
   }
   for (i = 0; rc == SQLITE_OK && i < d->nUrlPart; i++) {
     if (!d->aUrlPart[i].isPlaceholder || d->aUrlPart[i].recordOnly) continue;
@@ -330,13 +333,15 @@ int cr_records_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, con
   return rc;
 }
 
-int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
-                         const char *zJson, cr_records **pp, char **pzErr) {
+int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zJson,
+                         cr_records **pp, char **pzErr) {
   sqlite3_stmt *pStmt = 0;
   int rc = cr_records_init(db, pDest, zApiBase, pp);
   if (rc == SQLITE_OK) {
-    rc = cr_prepare(db, "SELECT CASE WHEN json_valid(?1) AND json_type(?1)='object'"
-                        " THEN json(?1) END", &pStmt, pzErr);
+    rc = cr_prepare(db,
+                    "SELECT CASE WHEN json_valid(?1) AND json_type(?1)='object'"
+                    " THEN json(?1) END",
+                    &pStmt, pzErr);
   }
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zJson, -1, SQLITE_STATIC);
@@ -365,7 +370,8 @@ void cr_records_close(cr_records *p) {
   sqlite3_finalize(p->pSeen);
   sqlite3_close(p->dbSeen);
   if (p->azParam) {
-    for (i = 0; i < p->pDest->nUrlPart; i++) sqlite3_free(p->azParam[i]);
+    for (i = 0; i < p->pDest->nUrlPart; i++)
+      sqlite3_free(p->azParam[i]);
     sqlite3_free(p->azParam);
   }
   sqlite3_free(p->zJson);
@@ -472,10 +478,10 @@ static const char *cr_placeholder_value(cr_records *p, int i, int iCol, char **p
     return 0;
   }
   if (p->azParam[i]) return p->azParam[i];
-  *pzWhy = sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s",
-                           pPart->recordOnly ? "record." : "", pPart->zText, pPart->zText,
-                           zType ? "NULL" : "missing",
-                           pPart->recordOnly ? "" : " and params has none");
+  *pzWhy =
+      sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s",
+                      pPart->recordOnly ? "record." : "", pPart->zText, pPart->zText,
+                      zType ? "NULL" : "missing", pPart->recordOnly ? "" : " and params has none");
   return 0;
 }
 
@@ -504,8 +510,8 @@ static int cr_record_key(cr_records *p, cr_record *pRec, char **pzErr) {
   const char *zType = (const char *)sqlite3_column_text(p->pShape, p->iShapeKey);
   int rc = SQLITE_OK;
   if (zType == 0 || strcmp(zType, "null") == 0) {
-    cr_record_invalid(pRec, sqlite3_mprintf("key \"%s\" is %s", p->pDest->zKey,
-                                            zType ? "NULL" : "missing"));
+    cr_record_invalid(
+        pRec, sqlite3_mprintf("key \"%s\" is %s", p->pDest->zKey, zType ? "NULL" : "missing"));
     return SQLITE_OK;
   }
   if (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0) {

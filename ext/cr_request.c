@@ -18,13 +18,13 @@ SQLITE_EXTENSION_INIT3
 
 struct cr_batcher {
   const cr_dest *pDest;
-  char *zWrapKey;         /* batch.wrap as a JSON string */
-  sqlite3_int64 iBatch;   /* number of the last request made */
+  char *zWrapKey;       /* batch.wrap as a JSON string */
+  sqlite3_int64 iBatch; /* number of the last request made */
   /* the request being filled */
   int nRec;
-  sqlite3_str *pBodies;   /* "b1,b2,..." */
-  sqlite3_str *pKeys;     /* "k1,k2,..." */
-  sqlite3_str *pHashes;   /* "h1,h2,..." */
+  sqlite3_str *pBodies; /* "b1,b2,..." */
+  sqlite3_str *pKeys;   /* "k1,k2,..." */
+  sqlite3_str *pHashes; /* "h1,h2,..." */
   char *zUrl;
   char *zGroup;
   sqlite3_int64 iFirstRow;
@@ -119,6 +119,12 @@ static cr_request *cr_request_single(cr_batcher *p, cr_record *pRec) {
   pReq->iBatch = pRec->zError ? 0 : ++p->iBatch;
   pReq->nRecords = 1;
   pReq->iFirstRow = pRec->iRow;
+  if (pRec->zKeyJson && pRec->zError == 0) {
+    char *zHash = cr_record_hash(p->pDest->eMethod, pRec);
+    pReq->zRecordHashes = sqlite3_mprintf("[\"%s\"]", zHash);
+    sqlite3_free(zHash);
+  }
+  if (pRec->zKeyJson) pReq->zRecordKeys = sqlite3_mprintf("[%s]", pRec->zKeyJson);
   pReq->zUrl = pRec->zUrl;
   pRec->zUrl = 0;
   if (p->pDest->eMethod != CR_METHOD_DELETE || pRec->zError) {
@@ -127,12 +133,6 @@ static cr_request *cr_request_single(cr_batcher *p, cr_record *pRec) {
   }
   pReq->zError = pRec->zError;
   pRec->zError = 0;
-  if (pRec->zKeyJson) {
-    char *zHash = cr_record_hash(p->pDest->eMethod, pRec);
-    pReq->zRecordKeys = sqlite3_mprintf("[%s]", pRec->zKeyJson);
-    pReq->zRecordHashes = sqlite3_mprintf("[\"%s\"]", zHash);
-    sqlite3_free(zHash);
-  }
   return pReq;
 }
 
@@ -180,8 +180,8 @@ static int cr_batch_breaks(cr_batcher *p, const cr_record *pRec) {
   const cr_dest *d = p->pDest;
   if (p->nRec == 0) return 0;
   if (strcmp(p->zUrl, pRec->zUrl) != 0) return 1;
-  if (d->eGrouping == CR_GROUP_ATTRIBUTE && strcmp(p->zGroup ? p->zGroup : "",
-                                                   pRec->zGroup ? pRec->zGroup : "") != 0) {
+  if (d->eGrouping == CR_GROUP_ATTRIBUTE &&
+      strcmp(p->zGroup ? p->zGroup : "", pRec->zGroup ? pRec->zGroup : "") != 0) {
     return 1;
   }
   if (d->eGrouping == CR_GROUP_BYTES &&
@@ -326,9 +326,9 @@ struct cr_pipeline {
   cr_records *pRecords;
   cr_batcher *pBatcher;
   int recordsDone;
-  sqlite3_int64 nRecords;  /* records read so far */
-  sqlite3_int64 nSkipped;  /* records left out by change detection */
-  sqlite3_stmt *pDelivered; /* hash of a key's last delivery */
+  sqlite3_int64 nRecords;    /* records read so far */
+  sqlite3_int64 nSkipped;    /* records left out by change detection */
+  sqlite3_stmt *pDelivered;  /* hash of a key's last delivery */
   sqlite3_stmt *pUnresolved; /* does a key have a pending/unknown request? */
 };
 

@@ -42,7 +42,7 @@ struct cr_job {
   cr_request *pReq;
   sqlite3_int64 iResponseId; /* its audit row; 0 until written */
   int nAttempts;
-  sqlite3_int64 tNotBefore;  /* monotonic ms of the next attempt */
+  sqlite3_int64 tNotBefore; /* monotonic ms of the next attempt */
   cr_xfer x;
   cr_job *pNext;
 };
@@ -55,14 +55,14 @@ struct cr_run {
   cr_pipeline *pPipe;
   sqlite3_int64 iRun;
   cr_run_counts counts;
-  cr_job *pQueue;          /* jobs waiting to start (new, retries, halves) */
-  cr_job *pFlying;         /* jobs in flight */
+  cr_job *pQueue;  /* jobs waiting to start (new, retries, halves) */
+  cr_job *pFlying; /* jobs in flight */
   int nFlying;
-  cr_outcome *pHead;       /* outcomes not yet returned */
+  cr_outcome *pHead; /* outcomes not yet returned */
   cr_outcome *pTail;
   int pipelineDone;
-  int stopping;            /* start nothing new */
-  const char *zStatus;     /* final status once stopping */
+  int stopping;              /* start nothing new */
+  const char *zStatus;       /* final status once stopping */
   sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
   int ended;
   /* progress */
@@ -85,23 +85,28 @@ void cr_outcome_free(cr_outcome *p) {
 }
 
 static void cr_run_push(cr_run *pRun, cr_outcome *p) {
-  if (pRun->pTail) pRun->pTail->pNext = p;
-  else pRun->pHead = p;
+  if (pRun->pTail)
+    pRun->pTail->pNext = p;
+  else
+    pRun->pHead = p;
   pRun->pTail = p;
 }
 
 /* Counts a request's records under its final state. */
 static void cr_run_count(cr_run *pRun, const char *zState, int nRecords) {
   cr_run_counts *c = &pRun->counts;
-  if (strcmp(zState, "ok") == 0) c->ok += nRecords;
-  else if (strcmp(zState, "failed") == 0) c->failed += nRecords;
-  else if (strcmp(zState, "unknown") == 0) c->unknown += nRecords;
-  else if (strcmp(zState, "invalid") == 0) c->invalid += nRecords;
+  if (strcmp(zState, "ok") == 0)
+    c->ok += nRecords;
+  else if (strcmp(zState, "failed") == 0)
+    c->failed += nRecords;
+  else if (strcmp(zState, "unknown") == 0)
+    c->unknown += nRecords;
+  else if (strcmp(zState, "invalid") == 0)
+    c->invalid += nRecords;
 }
 
 /* Records that the keyed records of a 2xx request were delivered. */
-static int cr_run_delivered(cr_run *pRun, const cr_request *pReq, sqlite3_int64 iId,
-                            char **pzErr) {
+static int cr_run_delivered(cr_run *pRun, const cr_request *pReq, sqlite3_int64 iId, char **pzErr) {
   if (pReq->zRecordKeys == 0) return SQLITE_OK;
   return cr_store_delivered(pRun->pStore, pRun->pDest->zName, pReq->zRecordKeys,
                             pReq->zRecordHashes, iId, pzErr);
@@ -187,7 +192,8 @@ static sqlite3_int64 cr_backoff_ms(const cr_dest *d, int nAttempts) {
   sqlite3_int64 cap = d->baseDelayMs;
   sqlite3_uint64 r;
   int i;
-  for (i = 1; i < nAttempts && cap < d->maxDelayMs; i++) cap *= 2;
+  for (i = 1; i < nAttempts && cap < d->maxDelayMs; i++)
+    cap *= 2;
   if (cap > d->maxDelayMs) cap = d->maxDelayMs;
   if (cap <= 0) return 0;
   sqlite3_randomness(sizeof(r), &r);
@@ -403,8 +409,8 @@ static void cr_run_progress(cr_run *pRun, int final) {
           "\r%s%s: %lld records, %lld requests (%.0f/s), %lld ok, %lld failed, %lld unknown,"
           " %lld invalid, %lld skipped%s%s",
           final ? "callrail_send " : "callrail_send ", pRun->pDest->zName,
-          cr_pipeline_records(pRun->pPipe), c->requests, secs > 0 ? c->requests / secs : 0.0,
-          c->ok, c->failed, c->unknown, c->invalid, cr_pipeline_skipped(pRun->pPipe),
+          cr_pipeline_records(pRun->pPipe), c->requests, secs > 0 ? c->requests / secs : 0.0, c->ok,
+          c->failed, c->unknown, c->invalid, cr_pipeline_skipped(pRun->pPipe),
           tNow < pRun->tPauseUntil ? " (paused: HTTP 429)" : "", final ? "\n" : "   ");
   fflush(stderr);
 }
@@ -447,10 +453,10 @@ static int cr_run_drop_queue(cr_run *pRun, char **pzErr) {
     cr_job *pJob = pRun->pQueue;
     pRun->pQueue = pJob->pNext;
     if (pJob->iResponseId) {
-      rc = cr_job_end(pRun, pJob, "failed",
-                      sqlite3_mprintf("not retried: the run was stopped after %d attempts",
-                                      pJob->nAttempts),
-                      pzErr);
+      rc = cr_job_end(
+          pRun, pJob, "failed",
+          sqlite3_mprintf("not retried: the run was stopped after %d attempts", pJob->nAttempts),
+          pzErr);
     } else {
       cr_request_free(pJob->pReq);
       sqlite3_free(pJob);
@@ -523,7 +529,7 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
 */
 
 int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char *zQuery,
-                       const char *zJson, cr_run **ppRun, char **pzErr) {
+                const char *zJson, cr_run **ppRun, char **pzErr) {
   cr_run *pRun = sqlite3_malloc(sizeof(*pRun));
   int active = 0;
   int rc = pRun ? SQLITE_OK : SQLITE_NOMEM;

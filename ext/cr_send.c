@@ -27,7 +27,7 @@ typedef struct cr_send_cursor {
 } cr_send_cursor;
 
 #define CR_SEND_SCHEMA                                                                             \
-  "CREATE TABLE x(response_id, batch, records, method, url, status, state, error,"                \
+  "CREATE TABLE x(response_id, batch, records, method, url, status, state, error,"                 \
   " response_body, attempts, duration_ms, destination HIDDEN, query HIDDEN)"
 #define CR_SEND_RESPONSE_ID 0
 #define CR_SEND_BATCH 1
@@ -218,6 +218,12 @@ int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **
     rc = SQLITE_ERROR;
   }
   if (rc == SQLITE_OK) rc = cr_test_result(pConn->db, pOut, pzResult, pzErr);
+  if (rc == SQLITE_OK) {
+    /* One record makes one request: this step only ends the run. */
+    cr_outcome *pNone = 0;
+    rc = cr_run_step(pRun, &pNone, pzErr);
+    cr_outcome_free(pNone);
+  }
   cr_outcome_free(pOut);
   cr_run_close(pRun);
   return rc;

@@ -22,8 +22,8 @@ SQLITE_EXTENSION_INIT3
 #define CR_STORE_BUSY_MS 10000
 
 struct cr_store {
-  sqlite3 *db;        /* where the rows go */
-  int ownsDb;         /* db is the store's own connection */
+  sqlite3 *db; /* where the rows go */
+  int ownsDb;  /* db is the store's own connection */
   sqlite3_stmt *pRunBegin;
   sqlite3_stmt *pRunEnd;
   sqlite3_stmt *pPending;
