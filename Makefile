@@ -24,7 +24,7 @@ ALL_CFLAGS = -std=c11 $(CFLAGS) $(WARN) $(DEFS) -fPIC -Iext -Iinclude -I$(BUILD)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRCS := ext/callrail.c ext/cr_util.c ext/cr_config.c ext/cr_cred.c ext/cr_record.c \
-        ext/cr_request.c ext/cr_http.c ext/cr_quota.c ext/cr_store.c ext/cr_run.c \
+        ext/cr_request.c ext/cr_http.c ext/cr_quota.c ext/cr_live.c ext/cr_store.c ext/cr_run.c \
         ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c
 HDRS := ext/cr_internal.h include/callrail.h $(BUILD)/cr_schema_sql.h
 

@@ -57,6 +57,9 @@ int cr_check_interrupt(sqlite3 *db);
 #define CR_METHOD_PATCH 2
 #define CR_METHOD_DELETE 3
 #define CR_METHOD_GET 4 /* only callrail_accounts reads */
+
+/* The most requests a destination may keep in flight. */
+#define CR_MAX_CONCURRENCY 64
 extern const char *const cr_method_names[4];
 
 #define CR_GROUP_COUNT 0
@@ -308,6 +311,17 @@ typedef struct cr_quota_key {
 void cr_quota_key_of(int eMethod, const char *zUrl, cr_quota_key *pKey);
 void cr_quota_key_clear(cr_quota_key *pKey);
 
+/* The pacer keeps a run within CallRail's rate limits (and the
+** destination's rate_limit), counting usage recorded by any run. */
+typedef struct cr_pacer cr_pacer;
+typedef struct cr_store cr_store;
+int cr_pacer_new(const cr_dest *pDest, cr_pacer **pp);
+void cr_pacer_free(cr_pacer *p);
+/* *pmsWait receives 0 when a request to zUrl may start now (it is then
+** counted), else how many ms to wait before asking again. */
+int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
+                   sqlite3_int64 *pmsWait, char **pzErr);
+
 /* ------------------------------------------------------------------------
 ** The sending engine (cr_run.c)
 */
@@ -339,10 +353,19 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr);
 void cr_run_close(cr_run *pRun);
 
 /* ------------------------------------------------------------------------
+** Liveness of runs (cr_live.c)
+*/
+int cr_live_runs_add(sqlite3_int64 iRun);
+void cr_live_runs_remove(sqlite3_int64 iRun);
+const char *cr_host_name(void);
+/* The start time of process pid (clock ticks after boot), or -1. */
+sqlite3_int64 cr_process_start(sqlite3_int64 pid);
+int cr_run_is_alive(sqlite3_int64 iRun, const char *zHost, sqlite3_int64 pid,
+                    sqlite3_int64 pidStart);
+
+/* ------------------------------------------------------------------------
 ** Audit store (cr_store.c)
 */
-
-typedef struct cr_store cr_store;
 
 typedef struct cr_run_counts {
   sqlite3_int64 records, requests, ok, failed, unknown, skipped, invalid;
@@ -367,6 +390,17 @@ int cr_store_outcome(cr_store *p, sqlite3_int64 iId, int status, const char *zSt
 /* Records that the keyed records of request iId were delivered. */
 int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const char *zHashes,
                        sqlite3_int64 iId, char **pzErr);
+/* Calls xRow with the send time of every request counted in zBucket (of
+** class zClass, or of any class when NULL) sent after tSinceMs. */
+int cr_store_usage(cr_store *p, const char *zBucket, const char *zClass, sqlite3_int64 tSinceMs,
+                   void (*xRow)(void *, sqlite3_int64), void *pArg, char **pzErr);
+/* Commits the writes made since the last commit (no-op when none). */
+int cr_store_flush(cr_store *p, char **pzErr);
+/* The same, only if the open transaction is older than ms. */
+int cr_store_flush_stale(cr_store *p, int ms, char **pzErr);
+/* Turns the pending rows of dead runs of zDest into unknown and marks
+** those runs interrupted; *pnRecovered receives how many rows. */
+int cr_store_recover(cr_store *p, const char *zDest, sqlite3_int64 *pnRecovered, char **pzErr);
 /* Records an invalid record (never sent). */
 int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr);

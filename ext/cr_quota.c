@@ -46,3 +46,243 @@ void cr_quota_key_clear(cr_quota_key *pKey) {
   sqlite3_free(pKey->zBucket);
   pKey->zBucket = 0;
 }
+
+/* ------------------------------------------------------------------------
+** Pacing: sliding windows per (account, class)
+**
+** A window counts the requests of the last `span` ms in slots of `slot` ms
+** (10 ms for the per-second window, 1 s for the hour, 10 s for the day).
+** A request stays counted until its whole slot has left the span, so the
+** count never falls short of the truth: pacing errs on the safe side by at
+** most one slot.  Usage is loaded from callrail_responses (every request of
+** any run, destination or process sharing the file has a row there, written
+** before it was sent) when a bucket is first used, and loaded again every
+** few seconds while a window is nearly full, so concurrent senders share
+** the budget.
+*/
+
+#define CR_WINDOW_SECOND 0
+#define CR_WINDOW_HOUR 1
+#define CR_WINDOW_DAY 2
+#define CR_N_WINDOW 3
+
+/* CallRail's published limits (callrail-api.md section 5). */
+static const sqlite3_int64 cr_default_limits[3][CR_N_WINDOW] = {
+    /* general */ {0, 1000, 10000},
+    /* sms */ {0, 150, 1000},
+    /* calls */ {0, 100, 2000},
+};
+static const sqlite3_int64 cr_window_span[CR_N_WINDOW] = {1000, 3600000, 86400000};
+static const sqlite3_int64 cr_window_slot[CR_N_WINDOW] = {10, 1000, 10000};
+
+/* While a window has less than this share of its limit left, usage is
+** reloaded from the database every CR_RELOAD_MS. */
+#define CR_TIGHT_PERCENT 25
+#define CR_RELOAD_MS 5000
+
+typedef struct cr_window {
+  sqlite3_int64 limit; /* 0: no limit */
+  sqlite3_int64 slotMs;
+  int nSlot;
+  int *aCount;         /* requests per slot, a ring */
+  sqlite3_int64 iHead; /* absolute number of the newest slot */
+  sqlite3_int64 nSum;  /* requests in the ring */
+} cr_window;
+
+typedef struct cr_bucket cr_bucket;
+struct cr_bucket {
+  char *zBucket;
+  const char *zClass;
+  cr_window aWin[CR_N_WINDOW];
+  sqlite3_int64 tLoaded; /* cr_wall_ms() of the last load */
+  cr_bucket *pNext;
+};
+
+struct cr_pacer {
+  const cr_dest *pDest;
+  cr_bucket *pBuckets;
+};
+
+static int cr_class_index(const char *zClass) {
+  return strcmp(zClass, "sms") == 0 ? 1 : strcmp(zClass, "calls") == 0 ? 2 : 0;
+}
+
+/* Moves the window's head to the slot of time tMs, emptying old slots. */
+static void cr_window_advance(cr_window *w, sqlite3_int64 tMs) {
+  sqlite3_int64 iSlot = tMs / w->slotMs;
+  if (iSlot - w->iHead >= w->nSlot) {
+    memset(w->aCount, 0, sizeof(int) * w->nSlot);
+    w->nSum = 0;
+    w->iHead = iSlot;
+  }
+  while (w->iHead < iSlot) {
+    int *p = &w->aCount[++w->iHead % w->nSlot];
+    w->nSum -= *p;
+    *p = 0;
+  }
+}
+
+static void cr_window_add(cr_window *w, sqlite3_int64 tMs) {
+  sqlite3_int64 iSlot = tMs / w->slotMs;
+  if (w->limit == 0 || iSlot <= w->iHead - w->nSlot) return;
+  if (iSlot > w->iHead) cr_window_advance(w, tMs);
+  w->aCount[iSlot % w->nSlot]++;
+  w->nSum++;
+}
+
+/* Ms until the window has room for one more request at tMs (0: now). */
+static sqlite3_int64 cr_window_wait(cr_window *w, sqlite3_int64 tMs) {
+  sqlite3_int64 i, nFree;
+  if (w->limit == 0) return 0;
+  cr_window_advance(w, tMs);
+  if (w->nSum < w->limit) return 0;
+  /* The oldest slots must leave until one request's room is free. */
+  nFree = w->nSum - w->limit + 1;
+  for (i = w->iHead - w->nSlot + 1; i <= w->iHead; i++) {
+    nFree -= w->aCount[i % w->nSlot];
+    if (nFree <= 0) return (i + w->nSlot) * w->slotMs - tMs;
+  }
+  return w->nSlot * w->slotMs;
+}
+
+static int cr_window_tight(const cr_window *w) {
+  return w->limit > 0 && (w->limit - w->nSum) * 100 < w->limit * CR_TIGHT_PERCENT;
+}
+
+/* The limits of a bucket of class iClass for this destination: its own
+** rate_limit applies to the class its requests count in. */
+static void cr_bucket_limits(const cr_dest *d, int iClass, int ownClass, sqlite3_int64 *a) {
+  int i;
+  for (i = 0; i < CR_N_WINDOW; i++)
+    a[i] = cr_default_limits[iClass][i];
+  if (iClass != ownClass) return;
+  if (d->perSecond > 0) a[CR_WINDOW_SECOND] = d->perSecond;
+  if (d->perHour > 0) a[CR_WINDOW_HOUR] = d->perHour;
+  if (d->perDay > 0) a[CR_WINDOW_DAY] = d->perDay;
+}
+
+static void cr_bucket_free(cr_bucket *b) {
+  int i;
+  for (i = 0; i < CR_N_WINDOW; i++)
+    sqlite3_free(b->aWin[i].aCount);
+  sqlite3_free(b->zBucket);
+  sqlite3_free(b);
+}
+
+static cr_bucket *cr_bucket_new(const cr_dest *d, const char *zBucket, const char *zClass,
+                                int ownClass) {
+  cr_bucket *b = sqlite3_malloc(sizeof(*b));
+  sqlite3_int64 aLimit[CR_N_WINDOW];
+  int i, ok = b != 0;
+  if (!ok) return 0;
+  memset(b, 0, sizeof(*b));
+  b->zBucket = cr_strdup(zBucket);
+  b->zClass = zClass;
+  cr_bucket_limits(d, cr_class_index(zClass), ownClass, aLimit);
+  for (i = 0; ok && i < CR_N_WINDOW; i++) {
+    cr_window *w = &b->aWin[i];
+    w->limit = aLimit[i];
+    w->slotMs = cr_window_slot[i];
+    w->nSlot = (int)(cr_window_span[i] / cr_window_slot[i]);
+    w->aCount = sqlite3_malloc(sizeof(int) * w->nSlot);
+    ok = w->aCount != 0;
+    if (ok) memset(w->aCount, 0, sizeof(int) * w->nSlot);
+  }
+  if (!ok || b->zBucket == 0) {
+    cr_bucket_free(b);
+    return 0;
+  }
+  return b;
+}
+
+static void cr_bucket_count(void *pArg, sqlite3_int64 tSentMs) {
+  cr_bucket *b = (cr_bucket *)pArg;
+  int i;
+  for (i = 0; i < CR_N_WINDOW; i++)
+    cr_window_add(&b->aWin[i], tSentMs);
+}
+
+/* (Re)loads the bucket's usage of the last day from the audit table. */
+static int cr_bucket_load(cr_bucket *b, cr_store *pStore, char **pzErr) {
+  sqlite3_int64 tNow = cr_wall_ms();
+  int i;
+  for (i = 0; i < CR_N_WINDOW; i++) {
+    cr_window *w = &b->aWin[i];
+    memset(w->aCount, 0, sizeof(int) * w->nSlot);
+    w->nSum = 0;
+    w->iHead = tNow / w->slotMs;
+  }
+  b->tLoaded = tNow;
+  return cr_store_usage(pStore, b->zBucket, strcmp(b->zClass, "general") ? b->zClass : 0,
+                        tNow - cr_window_span[CR_WINDOW_DAY], cr_bucket_count, b, pzErr);
+}
+
+static int cr_pacer_bucket(cr_pacer *p, cr_store *pStore, const char *zBucket, const char *zClass,
+                           int ownClass, cr_bucket **ppB, char **pzErr) {
+  cr_bucket *b;
+  int rc = SQLITE_OK;
+  for (b = p->pBuckets; b; b = b->pNext) {
+    if (strcmp(b->zBucket, zBucket) == 0 && strcmp(b->zClass, zClass) == 0) break;
+  }
+  if (b == 0) {
+    b = cr_bucket_new(p->pDest, zBucket, zClass, ownClass);
+    if (b == 0) return SQLITE_NOMEM;
+    b->pNext = p->pBuckets;
+    p->pBuckets = b;
+    rc = cr_bucket_load(b, pStore, pzErr);
+  } else if (cr_wall_ms() - b->tLoaded > CR_RELOAD_MS &&
+             (cr_window_tight(&b->aWin[CR_WINDOW_HOUR]) ||
+              cr_window_tight(&b->aWin[CR_WINDOW_DAY]))) {
+    rc = cr_bucket_load(b, pStore, pzErr);
+  }
+  *ppB = b;
+  return rc;
+}
+
+int cr_pacer_new(const cr_dest *pDest, cr_pacer **pp) {
+  cr_pacer *p = sqlite3_malloc(sizeof(*p));
+  *pp = p;
+  if (p == 0) return SQLITE_NOMEM;
+  memset(p, 0, sizeof(*p));
+  p->pDest = pDest;
+  return SQLITE_OK;
+}
+
+void cr_pacer_free(cr_pacer *p) {
+  if (p == 0) return;
+  while (p->pBuckets) {
+    cr_bucket *b = p->pBuckets;
+    p->pBuckets = b->pNext;
+    cr_bucket_free(b);
+  }
+  sqlite3_free(p);
+}
+
+int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
+                   sqlite3_int64 *pmsWait, char **pzErr) {
+  cr_quota_key q;
+  cr_bucket *aB[2] = {0, 0};
+  sqlite3_int64 tNow = cr_wall_ms();
+  sqlite3_int64 msWait = 0;
+  int i, j, ownClass, rc;
+  cr_quota_key_of(eMethod, zUrl, &q);
+  ownClass = cr_class_index(q.zClass);
+  rc = q.zBucket ? SQLITE_OK : SQLITE_NOMEM;
+  if (rc == SQLITE_OK)
+    rc = cr_pacer_bucket(p, pStore, q.zBucket, "general", ownClass, &aB[0], pzErr);
+  if (rc == SQLITE_OK && ownClass != 0) {
+    rc = cr_pacer_bucket(p, pStore, q.zBucket, q.zClass, ownClass, &aB[1], pzErr);
+  }
+  for (i = 0; rc == SQLITE_OK && i < 2 && aB[i]; i++) {
+    for (j = 0; j < CR_N_WINDOW; j++) {
+      sqlite3_int64 ms = cr_window_wait(&aB[i]->aWin[j], tNow);
+      if (ms > msWait) msWait = ms;
+    }
+  }
+  for (i = 0; rc == SQLITE_OK && msWait == 0 && i < 2 && aB[i]; i++) {
+    cr_bucket_count(aB[i], tNow);
+  }
+  cr_quota_key_clear(&q);
+  *pmsWait = msWait;
+  return rc;
+}

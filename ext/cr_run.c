@@ -36,6 +36,9 @@ SQLITE_EXTENSION_INIT3
 ** they are cut off (and recorded as such). */
 #define CR_DRAIN_MS 700
 
+/* Outcomes are committed at least this often while transfers run. */
+#define CR_COMMIT_MS 200
+
 /* One request on its way: its audit row, attempts and transfer. */
 typedef struct cr_job cr_job;
 struct cr_job {
@@ -64,7 +67,10 @@ struct cr_run {
   int stopping;              /* start nothing new */
   const char *zStatus;       /* final status once stopping */
   sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
+  sqlite3_int64 tQuotaUntil; /* the pacer holds requests back until then */
+  cr_pacer *pPacer;
   int ended;
+  sqlite3_int64 nRecovered; /* pending rows of dead runs made unknown */
   /* progress */
   int showProgress;
   sqlite3_int64 tStart;
@@ -258,6 +264,11 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
                                       pX->zLocation ? pX->zLocation : "(no Location)"),
                       pzErr);
   }
+  if (st == 429 && d->onQuotaStop) {
+    pRun->stopping = 1;
+    pRun->zStatus = "quota_exhausted";
+    canRetry = 0;
+  }
   if (st == 429) {
     msAfter = cr_retry_after_ms(pX->zRetryAfter);
     if (msAfter < 0) msAfter = cr_backoff_ms(d, pJob->nAttempts);
@@ -298,16 +309,21 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
 ** Starting requests
 */
 
-static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
-  cr_xfer *pX = &pJob->x;
-  char *zErr = 0;
+/* Writes a job's `pending` row (once; retries reuse it). */
+static int cr_job_intend(cr_run *pRun, cr_job *pJob, char **pzErr) {
   int rc = SQLITE_OK;
   if (pJob->iResponseId == 0) {
     rc = cr_store_pending(pRun->pStore, pRun->iRun, pRun->pDest->zName, pJob->pReq,
                           &pJob->iResponseId, pzErr);
-    if (rc != SQLITE_OK) return rc;
-    pRun->counts.requests++;
+    if (rc == SQLITE_OK) pRun->counts.requests++;
   }
+  return rc;
+}
+
+/* Hands a job whose pending row is committed to libcurl. */
+static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
+  cr_xfer *pX = &pJob->x;
+  char *zErr = 0;
   memset(pX, 0, sizeof(*pX));
   pX->eMethod = pJob->pReq->eMethod;
   pX->zUrl = pJob->pReq->zUrl;
@@ -368,15 +384,57 @@ static int cr_run_next_job(cr_run *pRun, cr_job **ppJob, char **pzErr) {
   return rc;
 }
 
-/* Starts jobs until `concurrency` are in flight or none is ready. */
+/* Puts a job back at the head of the queue, due after msWait. */
+static void cr_queue_push(cr_run *pRun, cr_job *pJob, sqlite3_int64 msWait) {
+  pJob->tNotBefore = cr_now_ms() + msWait;
+  pJob->pNext = pRun->pQueue;
+  pRun->pQueue = pJob;
+}
+
+/* Asks the pacer whether pJob may go now.  When the quota is used up, the
+** job waits (on_quota "wait") or the run stops ("stop"): a wait longer than
+** a second is a spent hour or day budget, not per-second pacing. */
+static int cr_run_admit(cr_run *pRun, cr_job *pJob, int *pOk, char **pzErr) {
+  sqlite3_int64 msWait = 0;
+  int rc = cr_pacer_admit(pRun->pPacer, pRun->pStore, pJob->pReq->eMethod, pJob->pReq->zUrl,
+                          &msWait, pzErr);
+  *pOk = rc == SQLITE_OK && msWait == 0;
+  if (rc == SQLITE_OK && msWait > 0) {
+    cr_queue_push(pRun, pJob, msWait);
+    pRun->tQuotaUntil = cr_now_ms() + msWait;
+    if (pRun->pDest->onQuotaStop && msWait > 1000) {
+      pRun->stopping = 1;
+      pRun->zStatus = "quota_exhausted";
+    }
+  }
+  return rc;
+}
+
+/* Starts jobs until `concurrency` are in flight or none is ready.  Their
+** pending rows (and the outcomes recorded since the last commit) are
+** committed in one transaction before any of them leaves. */
 static int cr_run_fill(cr_run *pRun, char **pzErr) {
+  cr_job *apStart[CR_MAX_CONCURRENCY];
+  int i, n = 0, ok = 1;
   int rc = SQLITE_OK;
-  while (rc == SQLITE_OK && !pRun->stopping && pRun->nFlying < pRun->pDest->concurrency &&
+  while (rc == SQLITE_OK && ok && !pRun->stopping && pRun->nFlying + n < pRun->pDest->concurrency &&
          cr_now_ms() >= pRun->tPauseUntil && pRun->pHead == 0) {
     cr_job *pJob = 0;
     rc = cr_run_next_job(pRun, &pJob, pzErr);
     if (rc != SQLITE_OK || pJob == 0) break;
-    rc = cr_job_start(pRun, pJob, pzErr);
+    rc = cr_run_admit(pRun, pJob, &ok, pzErr);
+    if (rc == SQLITE_OK && ok) {
+      rc = cr_job_intend(pRun, pJob, pzErr);
+      apStart[n++] = pJob;
+    }
+  }
+  if (rc == SQLITE_OK) rc = cr_store_flush(pRun->pStore, pzErr);
+  for (i = 0; i < n; i++) {
+    if (rc == SQLITE_OK) {
+      rc = cr_job_start(pRun, apStart[i], pzErr);
+    } else {
+      cr_queue_push(pRun, apStart[i], 0); /* ended by cr_run_drop_queue */
+    }
   }
   return rc;
 }
@@ -419,14 +477,16 @@ static void cr_run_progress(cr_run *pRun, int final) {
 ** The loop
 */
 
-/* Waits for one transfer, then handles what finished. */
+/* Waits up to msWait for transfers, then handles every one that finished. */
 static int cr_run_wait(cr_run *pRun, int msWait, char **pzErr) {
   cr_xfer *pDone = 0;
   int rc = cr_http_wait(pRun->pConn->pHttp, msWait, &pDone, pzErr);
-  if (rc == SQLITE_OK && pDone) {
+  while (rc == SQLITE_OK && pDone) {
     cr_job *pJob = cr_flying_take(pRun, pDone);
     rc = cr_job_finished(pRun, pJob, pzErr);
+    if (rc == SQLITE_OK) rc = cr_http_wait(pRun->pConn->pHttp, 0, &pDone, pzErr);
   }
+  if (rc == SQLITE_OK) rc = cr_store_flush_stale(pRun->pStore, CR_COMMIT_MS, pzErr);
   return rc;
 }
 
@@ -483,7 +543,7 @@ static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr) {
 
 /* The earliest moment something queued may start, or 0. */
 static sqlite3_int64 cr_run_next_due(cr_run *pRun) {
-  sqlite3_int64 t = 0;
+  sqlite3_int64 t = pRun->pQueue ? 0 : pRun->tPauseUntil;
   cr_job *p;
   for (p = pRun->pQueue; p; p = p->pNext) {
     if (t == 0 || p->tNotBefore < t) t = p->tNotBefore;
@@ -509,10 +569,12 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
     if (rc != SQLITE_OK || pRun->pHead) break;
     if (pRun->nFlying > 0) {
       rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
-    } else if (pRun->pQueue) {
+    } else if (!cr_run_idle(pRun) && !pRun->stopping) {
+      /* Everything waits: for a retry's backoff, a 429 pause or quota. */
       sqlite3_int64 msSleep = cr_run_next_due(pRun) - cr_now_ms();
-      if (msSleep > CR_POLL_MS) msSleep = CR_POLL_MS;
-      if (msSleep > 0) sqlite3_sleep((int)msSleep);
+      if (msSleep > CR_POLL_MS || msSleep <= 0) msSleep = msSleep <= 0 ? 1 : CR_POLL_MS;
+      rc = cr_store_flush(pRun->pStore, pzErr);
+      sqlite3_sleep((int)msSleep);
     }
     cr_run_progress(pRun, 0);
   }
@@ -557,6 +619,8 @@ int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char
   if (rc == SQLITE_OK && zJson == 0) rc = cr_pipeline_detect_changes(pRun->pPipe, pConn->db, pzErr);
   if (rc == SQLITE_OK && pConn->pHttp == 0) rc = cr_http_new(&pConn->pHttp, pzErr);
   if (rc == SQLITE_OK) rc = cr_store_open(pConn->db, &pRun->pStore, pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_recover(pRun->pStore, zDest, &pRun->nRecovered, pzErr);
+  if (rc == SQLITE_OK) rc = cr_pacer_new(pRun->pDest, &pRun->pPacer);
   if (rc == SQLITE_OK) rc = cr_store_run_begin(pRun->pStore, zDest, zKind, &pRun->iRun, pzErr);
   if (rc == SQLITE_OK) {
     int prog = pRun->pDest->progress;
@@ -605,6 +669,7 @@ void cr_run_close(cr_run *pRun) {
   sqlite3_free(zErr);
   cr_pipeline_close(pRun->pPipe);
   cr_store_close(pRun->pStore);
+  cr_pacer_free(pRun->pPacer);
   cr_cred_free(pRun->pCred);
   cr_dest_free(pRun->pDest);
   sqlite3_free(pRun);

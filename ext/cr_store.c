@@ -15,6 +15,7 @@
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -22,8 +23,10 @@ SQLITE_EXTENSION_INIT3
 #define CR_STORE_BUSY_MS 10000
 
 struct cr_store {
-  sqlite3 *db; /* where the rows go */
-  int ownsDb;  /* db is the store's own connection */
+  sqlite3 *db;        /* where the rows go */
+  int ownsDb;         /* db is the store's own connection */
+  int inTxn;          /* a write transaction is open on db */
+  sqlite3_int64 tTxn; /* when it was opened (cr_now_ms) */
   sqlite3_stmt *pRunBegin;
   sqlite3_stmt *pRunEnd;
   sqlite3_stmt *pPending;
@@ -35,7 +38,8 @@ struct cr_store {
 #define CR_NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 
 static const char cr_sql_run_begin[] =
-    "INSERT INTO callrail_runs(destination, kind, started_at, pid) VALUES(?1, ?2, " CR_NOW ", ?3)";
+    "INSERT INTO callrail_runs(destination, kind, started_at, host, pid, pid_start)"
+    " VALUES(?1, ?2, " CR_NOW ", ?3, ?4, ?5)";
 static const char cr_sql_run_end[] =
     "UPDATE callrail_runs SET finished_at=" CR_NOW ", records=?2, requests=?3, ok=?4, failed=?5,"
     " unknown=?6, skipped=?7, invalid=?8, status=?9 WHERE run_id=?1";
@@ -113,6 +117,7 @@ int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
 
 void cr_store_close(cr_store *p) {
   if (p == 0) return;
+  cr_store_flush(p, 0);
   sqlite3_finalize(p->pRunBegin);
   sqlite3_finalize(p->pRunEnd);
   sqlite3_finalize(p->pPending);
@@ -123,9 +128,43 @@ void cr_store_close(cr_store *p) {
   sqlite3_free(p);
 }
 
+/* Writes are grouped: the first write after a commit opens a transaction
+** on the store's own connection, and cr_store_flush() commits it - before
+** every request leaves, and at least every few hundred ms while outcomes
+** arrive.  (On the user's connection each write stands alone, or joins
+** the user's transaction.) */
+static int cr_store_begin(cr_store *p, char **pzErr) {
+  int rc = SQLITE_OK;
+  if (p->ownsDb && !p->inTxn) {
+    rc = cr_exec(p->db, "BEGIN IMMEDIATE", pzErr);
+    p->inTxn = rc == SQLITE_OK;
+    p->tTxn = cr_now_ms();
+  }
+  return rc;
+}
+
+int cr_store_flush(cr_store *p, char **pzErr) {
+  int rc = SQLITE_OK;
+  if (p->inTxn) {
+    rc = cr_exec(p->db, "COMMIT", pzErr);
+    if (rc != SQLITE_OK) {
+      cr_set_error(pzErr, "cannot commit to the audit tables: %s", sqlite3_errmsg(p->db));
+      cr_exec(p->db, "ROLLBACK", 0);
+    }
+    p->inTxn = 0;
+  }
+  return rc;
+}
+
+int cr_store_flush_stale(cr_store *p, int ms, char **pzErr) {
+  return p->inTxn && cr_now_ms() - p->tTxn >= ms ? cr_store_flush(p, pzErr) : SQLITE_OK;
+}
+
 /* Steps a write statement and resets it; an error names zWhat. */
 static int cr_store_step(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, char **pzErr) {
-  int rc = sqlite3_step(pStmt);
+  int rc = cr_store_begin(p, pzErr);
+  if (rc != SQLITE_OK) return rc;
+  rc = sqlite3_step(pStmt);
   sqlite3_reset(pStmt);
   sqlite3_clear_bindings(pStmt);
   if (rc != SQLITE_DONE) {
@@ -140,14 +179,19 @@ int cr_store_run_begin(cr_store *p, const char *zDest, const char *zKind, sqlite
   int rc;
   sqlite3_bind_text(p->pRunBegin, 1, zDest, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pRunBegin, 2, zKind, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(p->pRunBegin, 3, (sqlite3_int64)getpid());
+  sqlite3_bind_text(p->pRunBegin, 3, cr_host_name(), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(p->pRunBegin, 4, (sqlite3_int64)getpid());
+  sqlite3_bind_int64(p->pRunBegin, 5, cr_process_start((sqlite3_int64)getpid()));
   rc = cr_store_step(p, p->pRunBegin, "the run", pzErr);
   *piRun = sqlite3_last_insert_rowid(p->db);
+  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  if (rc == SQLITE_OK) rc = cr_live_runs_add(*piRun) ? SQLITE_OK : SQLITE_NOMEM;
   return rc;
 }
 
 int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *c, const char *zStatus,
                      char **pzErr) {
+  int rc;
   sqlite3_bind_int64(p->pRunEnd, 1, iRun);
   sqlite3_bind_int64(p->pRunEnd, 2, c->records);
   sqlite3_bind_int64(p->pRunEnd, 3, c->requests);
@@ -157,7 +201,10 @@ int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *c, co
   sqlite3_bind_int64(p->pRunEnd, 7, c->skipped);
   sqlite3_bind_int64(p->pRunEnd, 8, c->invalid);
   sqlite3_bind_text(p->pRunEnd, 9, zStatus, -1, SQLITE_STATIC);
-  return cr_store_step(p, p->pRunEnd, "the end of the run", pzErr);
+  rc = cr_store_step(p, p->pRunEnd, "the end of the run", pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  cr_live_runs_remove(iRun);
+  return rc;
 }
 
 /* Binds the columns a pending row and an invalid row share, from ?2 on. */
@@ -219,4 +266,84 @@ int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const 
   sqlite3_bind_text(p->pDelivered, 3, zHashes, -1, SQLITE_STATIC);
   sqlite3_bind_int64(p->pDelivered, 4, iId);
   return cr_store_step(p, p->pDelivered, "delivered records", pzErr);
+}
+
+int cr_store_usage(cr_store *p, const char *zBucket, const char *zClass, sqlite3_int64 tSinceMs,
+                   void (*xRow)(void *, sqlite3_int64), void *pArg, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(p->db,
+                      "SELECT sent_ms FROM callrail_responses WHERE quota_bucket=?1"
+                      " AND sent_ms>?2 AND (?3 IS NULL OR quota_class=?3)",
+                      &pStmt, pzErr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, zBucket, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(pStmt, 2, tSinceMs);
+    sqlite3_bind_text(pStmt, 3, zClass, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW)
+      xRow(pArg, sqlite3_column_int64(pStmt, 0));
+    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    if (rc != SQLITE_OK) cr_set_error(pzErr, "cannot read quota usage: %s", sqlite3_errmsg(p->db));
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Recovering the rows of dead runs
+*/
+
+/* A dead run's pending rows become unknown: the request may have arrived. */
+static const char cr_sql_recover_rows[] =
+    "UPDATE callrail_responses SET state='unknown', error='the run that sent this request "
+    "ended before its outcome was recorded (process killed?); check CallRail, then set state "
+    "to ''failed'' to let a later run send it again' WHERE run_id=?1 AND state='pending'";
+
+/* ... and the run ends interrupted, its totals recounted from its rows. */
+static const char cr_sql_recover_run[] =
+    "UPDATE callrail_runs SET status='interrupted', finished_at=" CR_NOW ","
+    " error='the process running it died',"
+    " requests=(SELECT count(*) FROM callrail_responses WHERE run_id=?1 AND state<>'invalid'),"
+    " ok=(SELECT coalesce(sum(records),0) FROM callrail_responses WHERE run_id=?1 AND state='ok'),"
+    " failed=(SELECT coalesce(sum(records),0) FROM callrail_responses"
+    "  WHERE run_id=?1 AND state='failed'),"
+    " unknown=(SELECT coalesce(sum(records),0) FROM callrail_responses"
+    "  WHERE run_id=?1 AND state='unknown'),"
+    " invalid=(SELECT count(*) FROM callrail_responses WHERE run_id=?1 AND state='invalid')"
+    " WHERE run_id=?1";
+
+/* Runs zSql with ?1 = iRun; *pnChanged (if not NULL) grows by its changes. */
+static int cr_store_run_sql(cr_store *p, const char *zSql, sqlite3_int64 iRun,
+                            sqlite3_int64 *pnChanged, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(p->db, zSql, &pStmt, pzErr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(pStmt, 1, iRun);
+    rc = cr_store_step(p, pStmt, "the recovery of a dead run", pzErr);
+    if (rc == SQLITE_OK && pnChanged) *pnChanged += sqlite3_changes(p->db);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+int cr_store_recover(cr_store *p, const char *zDest, sqlite3_int64 *pnRecovered, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(p->db,
+                      "SELECT run_id, host, pid, pid_start FROM callrail_runs"
+                      " WHERE destination=?1 AND status='running'",
+                      &pStmt, pzErr);
+  *pnRecovered = 0;
+  if (rc == SQLITE_OK) rc = cr_store_begin(p, pzErr);
+  if (rc == SQLITE_OK) sqlite3_bind_text(pStmt, 1, zDest, -1, SQLITE_STATIC);
+  while (rc == SQLITE_OK && sqlite3_step(pStmt) == SQLITE_ROW) {
+    sqlite3_int64 iRun = sqlite3_column_int64(pStmt, 0);
+    if (cr_run_is_alive(iRun, (const char *)sqlite3_column_text(pStmt, 1),
+                        sqlite3_column_int64(pStmt, 2), sqlite3_column_int64(pStmt, 3))) {
+      continue;
+    }
+    rc = cr_store_run_sql(p, cr_sql_recover_rows, iRun, pnRecovered, pzErr);
+    if (rc == SQLITE_OK) rc = cr_store_run_sql(p, cr_sql_recover_run, iRun, 0, pzErr);
+  }
+  sqlite3_finalize(pStmt);
+  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  return rc;
 }

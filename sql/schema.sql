@@ -18,8 +18,9 @@ CREATE TABLE IF NOT EXISTS callrail_destinations(
   updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
 );
 
--- One row per callrail_send or callrail_test.  pid and host identify the
--- process that ran it, so a later run can tell a dead run from a live one.
+-- One row per callrail_send or callrail_test.  host, pid and pid_start (the
+-- process's start time) identify the process that ran it, so a later run
+-- can tell a dead run from a live one, even after the pid is reused.
 CREATE TABLE IF NOT EXISTS callrail_runs(
   run_id      INTEGER PRIMARY KEY,
   destination TEXT NOT NULL,
@@ -35,10 +36,13 @@ CREATE TABLE IF NOT EXISTS callrail_runs(
   invalid     INTEGER NOT NULL DEFAULT 0,
   status      TEXT NOT NULL DEFAULT 'running'
               CHECK (status IN ('running','done','interrupted','quota_exhausted','error')),
+  host        TEXT,
   pid         INTEGER,
+  pid_start   INTEGER,
   error       TEXT
 );
-CREATE INDEX IF NOT EXISTS callrail_runs_by_status ON callrail_runs(status);
+CREATE INDEX IF NOT EXISTS callrail_runs_running
+  ON callrail_runs(destination) WHERE status = 'running';
 
 -- One row per HTTP request, or per invalid record that was never sent.
 -- quota_bucket names the account the request counts against (its origin and
