@@ -104,3 +104,9 @@ lint:
 
 clean:
 	rm -rf $(BUILD) callrail.so tests/tmp
+
+# Fuzzing (libFuzzer, clang): make fuzz FUZZ_SECONDS=N; rules in tests/fuzz/.
+-include tests/fuzz/fuzz.mk
+
+# Benchmarks (not part of make test): rules in bench/.
+-include bench/bench.mk

@@ -15,10 +15,9 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 
 typedef struct cr_accounts_cursor {
-  sqlite3_vtab_cursor base;
+  cr_tvf_cursor base;  /* first: the shared part */
   sqlite3_stmt *pRows; /* json_each over the accounts of all pages */
   char *zAll;          /* JSON array of every account object */
-  sqlite3_int64 iRowid;
   int eof;
 } cr_accounts_cursor;
 
@@ -30,17 +29,6 @@ typedef struct cr_accounts_cursor {
 
 /* Pages of accounts fetched at most; 250 per page, so 25,000 accounts. */
 #define CR_ACCOUNTS_MAX_PAGES 100
-
-static int cr_accounts_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
-                               sqlite3_vtab **ppVtab, char **pzErr) {
-  (void)argc, (void)argv, (void)pzErr;
-  return cr_tvf_connect(db, pAux, CR_ACCOUNTS_SCHEMA, ppVtab);
-}
-
-static int cr_accounts_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
-  (void)pVtab;
-  return cr_tvf_cursor_new(sizeof(cr_accounts_cursor), ppCursor);
-}
 
 static int cr_accounts_close(sqlite3_vtab_cursor *cur) {
   cr_accounts_cursor *pCur = (cr_accounts_cursor *)cur;
@@ -127,7 +115,7 @@ static int cr_accounts_fetch(cr_conn *pConn, const cr_cred *pCred, char **pzAll,
 static int cr_accounts_next(sqlite3_vtab_cursor *cur) {
   cr_accounts_cursor *pCur = (cr_accounts_cursor *)cur;
   pCur->eof = sqlite3_step(pCur->pRows) != SQLITE_ROW;
-  pCur->iRowid++;
+  pCur->base.iRowid++;
   return SQLITE_OK;
 }
 
@@ -158,13 +146,9 @@ static int cr_accounts_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *
                     &pCur->pRows, &zErr);
   }
   cr_cred_free(pCred);
-  if (rc != SQLITE_OK) {
-    cr_set_error(&cur->pVtab->zErrMsg, "callrail_accounts: %s", zErr);
-    sqlite3_free(zErr);
-    return rc;
-  }
+  if (rc != SQLITE_OK) return cr_tvf_error(cur, zErr, rc);
   sqlite3_bind_text(pCur->pRows, 1, pCur->zAll, -1, SQLITE_STATIC);
-  pCur->iRowid = 0;
+  pCur->base.iRowid = 0;
   return cr_accounts_next(cur);
 }
 
@@ -181,42 +165,14 @@ static int cr_accounts_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, in
   return SQLITE_OK;
 }
 
-static int cr_accounts_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((cr_accounts_cursor *)cur)->iRowid;
-  return SQLITE_OK;
-}
-
-static int cr_accounts_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
-  return cr_tvf_best_index(pVtab, pInfo, "callrail_accounts", CR_ACCOUNTS_CREDENTIAL, 1, 1);
-}
-
-static sqlite3_module cr_accounts_module = {
-    0,                      /* iVersion */
-    0,                      /* xCreate: eponymous only */
-    cr_accounts_connect,    /* xConnect */
-    cr_accounts_best_index, /* xBestIndex */
-    cr_tvf_disconnect,      /* xDisconnect */
-    0,                      /* xDestroy */
-    cr_accounts_open,       /* xOpen */
-    cr_accounts_close,      /* xClose */
-    cr_accounts_filter,     /* xFilter */
-    cr_accounts_next,       /* xNext */
-    cr_accounts_eof,        /* xEof */
-    cr_accounts_column,     /* xColumn */
-    cr_accounts_rowid,      /* xRowid */
-    0,                      /* xUpdate */
-    0,                      /* xBegin */
-    0,                      /* xSync */
-    0,                      /* xCommit */
-    0,                      /* xRollback */
-    0,                      /* xFindFunction */
-    0,                      /* xRename */
-    0,                      /* xSavepoint */
-    0,                      /* xRelease */
-    0,                      /* xRollbackTo */
-    0,                      /* xShadowName */
-};
+static const cr_tvf_def cr_accounts_def = {"callrail_accounts",
+                                           CR_ACCOUNTS_SCHEMA,
+                                           sizeof(cr_accounts_cursor),
+                                           CR_ACCOUNTS_CREDENTIAL,
+                                           1,
+                                           1};
+static sqlite3_module cr_accounts_module = CR_TVF_MODULE(cr_accounts);
 
 int cr_register_accounts(sqlite3 *db, cr_conn *pConn, char **pzErr) {
-  return cr_tvf_register(db, pConn, "callrail_accounts", &cr_accounts_module, pzErr);
+  return cr_tvf_register(db, pConn, &cr_accounts_def, &cr_accounts_module, pzErr);
 }

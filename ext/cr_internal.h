@@ -425,23 +425,61 @@ int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **
 #endif
 #define SQLITE_RESULT_SUBTYPE_COMPAT SQLITE_RESULT_SUBTYPE
 
-/* The skeleton of the table-valued functions (cr_vtab.c).  Every vtab
-** of the extension is a cr_tvf. */
+/* The skeleton of the table-valued functions (cr_vtab.c).  Each module
+** describes itself with a cr_tvf_def; xConnect, xBestIndex, xDisconnect,
+** xOpen and xRowid are shared, the rest is the module's own. */
+typedef struct cr_tvf_def {
+  const char *zName;   /* e.g. "callrail_send" */
+  const char *zSchema; /* CREATE TABLE x(...) with the HIDDEN arguments last */
+  size_t nCursor;      /* size of the module's cursor */
+  int iFirstHidden;    /* column number of the first argument */
+  int nHidden;         /* number of arguments */
+  int nRequired;       /* how many of them are required */
+} cr_tvf_def;
+
 typedef struct cr_tvf {
   sqlite3_vtab base;
   cr_conn *pConn;
+  const cr_tvf_def *pDef;
 } cr_tvf;
-int cr_tvf_connect(sqlite3 *db, void *pAux, const char *zSchema, sqlite3_vtab **ppVtab);
+
+/* Every module's cursor begins with this. */
+typedef struct cr_tvf_cursor {
+  sqlite3_vtab_cursor base;
+  sqlite3_int64 iRowid;
+} cr_tvf_cursor;
+
+int cr_tvf_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                   sqlite3_vtab **ppVtab, char **pzErr);
+int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo);
 int cr_tvf_disconnect(sqlite3_vtab *pVtab);
-int cr_tvf_cursor_new(size_t nByte, sqlite3_vtab_cursor **ppCursor);
-int cr_tvf_error(sqlite3_vtab_cursor *cur, const char *zFunc, char *zErr, int rc);
-int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const char *zName, const sqlite3_module *pMod,
+int cr_tvf_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor);
+int cr_tvf_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid);
+/* Reports zErr (freed) as the function's error, prefixed with its name. */
+int cr_tvf_error(sqlite3_vtab_cursor *cur, char *zErr, int rc);
+int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const cr_tvf_def *pDef, const sqlite3_module *pMod,
                     char **pzErr);
-/* xBestIndex: hidden columns iFirstHidden..iFirstHidden+nHidden-1 are the
-** arguments, the first nRequired required; idxNum bit i says argument i is
-** present, and argv[] of xFilter holds the present ones in order. */
-int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo, const char *zFunc,
-                      int iFirstHidden, int nHidden, int nRequired);
+
+/* The sqlite3_module of table-valued function PREFIX: the shared slots
+** and PREFIX_filter, _next, _eof, _column and _close. */
+#define CR_TVF_MODULE(PREFIX)                                                                      \
+  {                                                                                                \
+    0,                       /* iVersion */                                                        \
+        0,                   /* xCreate: eponymous only */                                         \
+        cr_tvf_connect,      /* xConnect */                                                        \
+        cr_tvf_best_index,   /* xBestIndex */                                                      \
+        cr_tvf_disconnect,   /* xDisconnect */                                                     \
+        0,                   /* xDestroy */                                                        \
+        cr_tvf_open,         /* xOpen */                                                           \
+        PREFIX##_close,      /* xClose */                                                          \
+        PREFIX##_filter,     /* xFilter */                                                         \
+        PREFIX##_next,       /* xNext */                                                           \
+        PREFIX##_eof,        /* xEof */                                                            \
+        PREFIX##_column,     /* xColumn */                                                         \
+        cr_tvf_rowid,        /* xRowid */                                                          \
+        0, 0, 0, 0, 0, 0, 0, /* xUpdate .. xRename: read-only, no transactions */                  \
+        0, 0, 0, 0           /* xSavepoint .. xShadowName */                                       \
+  }
 
 /* Statement helpers shared by the surface modules */
 int cr_prepare(sqlite3 *db, const char *zSql, sqlite3_stmt **ppStmt, char **pzErr);

@@ -22,13 +22,12 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 
 typedef struct cr_preview_cursor {
-  sqlite3_vtab_cursor base;
+  cr_tvf_cursor base; /* first: the shared part */
   cr_dest *pDest;
   cr_pipeline *pPipe;
   char *zHeadersBody;   /* headers of a request with a body, as JSON */
   char *zHeadersNoBody; /* headers of a DELETE, as JSON */
   cr_request *pReq;     /* the current row */
-  sqlite3_int64 iRowid;
   sqlite3_int64 nLimit; /* rows left to show; -1: no limit */
 } cr_preview_cursor;
 
@@ -45,17 +44,6 @@ typedef struct cr_preview_cursor {
 #define CR_PREVIEW_DESTINATION 7
 #define CR_PREVIEW_QUERY 8
 #define CR_PREVIEW_LIMIT 9
-
-static int cr_preview_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
-                              sqlite3_vtab **ppVtab, char **pzErr) {
-  (void)argc, (void)argv, (void)pzErr;
-  return cr_tvf_connect(db, pAux, CR_PREVIEW_SCHEMA, ppVtab);
-}
-
-static int cr_preview_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
-  (void)pVtab;
-  return cr_tvf_cursor_new(sizeof(cr_preview_cursor), ppCursor);
-}
 
 static void cr_preview_reset(cr_preview_cursor *pCur) {
   cr_request_free(pCur->pReq);
@@ -83,13 +71,9 @@ static int cr_preview_next(sqlite3_vtab_cursor *cur) {
   pCur->pReq = 0;
   if (pCur->nLimit == 0) return SQLITE_OK;
   rc = cr_pipeline_next(pCur->pPipe, &pCur->pReq, &zErr);
-  if (rc != SQLITE_OK) {
-    cr_set_error(&cur->pVtab->zErrMsg, "callrail_preview: %s", zErr);
-  }
-  sqlite3_free(zErr);
   if (pCur->nLimit > 0) pCur->nLimit--;
-  pCur->iRowid++;
-  return rc;
+  pCur->base.iRowid++;
+  return rc == SQLITE_OK ? SQLITE_OK : cr_tvf_error(cur, zErr, rc);
 }
 
 /*
@@ -122,12 +106,8 @@ static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *i
     pCur->zHeadersNoBody = cr_headers_json(pConn->db, pCur->pDest, 0);
   }
   cr_cred_free(pCred);
-  if (rc != SQLITE_OK) {
-    cr_set_error(&cur->pVtab->zErrMsg, "callrail_preview: %s", zErr);
-    sqlite3_free(zErr);
-    return rc;
-  }
-  pCur->iRowid = 0;
+  if (rc != SQLITE_OK) return cr_tvf_error(cur, zErr, rc);
+  pCur->base.iRowid = 0;
   return cr_preview_next(cur);
 }
 
@@ -169,42 +149,10 @@ static int cr_preview_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int
   return SQLITE_OK;
 }
 
-static int cr_preview_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((cr_preview_cursor *)cur)->iRowid;
-  return SQLITE_OK;
-}
-
-static int cr_preview_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
-  return cr_tvf_best_index(pVtab, pInfo, "callrail_preview", CR_PREVIEW_DESTINATION, 3, 2);
-}
-
-static sqlite3_module cr_preview_module = {
-    0,                     /* iVersion */
-    0,                     /* xCreate: eponymous only */
-    cr_preview_connect,    /* xConnect */
-    cr_preview_best_index, /* xBestIndex */
-    cr_tvf_disconnect,     /* xDisconnect */
-    0,                     /* xDestroy */
-    cr_preview_open,       /* xOpen */
-    cr_preview_close,      /* xClose */
-    cr_preview_filter,     /* xFilter */
-    cr_preview_next,       /* xNext */
-    cr_preview_eof,        /* xEof */
-    cr_preview_column,     /* xColumn */
-    cr_preview_rowid,      /* xRowid */
-    0,                     /* xUpdate */
-    0,                     /* xBegin */
-    0,                     /* xSync */
-    0,                     /* xCommit */
-    0,                     /* xRollback */
-    0,                     /* xFindFunction */
-    0,                     /* xRename */
-    0,                     /* xSavepoint */
-    0,                     /* xRelease */
-    0,                     /* xRollbackTo */
-    0,                     /* xShadowName */
-};
+static const cr_tvf_def cr_preview_def = {
+    "callrail_preview", CR_PREVIEW_SCHEMA, sizeof(cr_preview_cursor), CR_PREVIEW_DESTINATION, 3, 2};
+static sqlite3_module cr_preview_module = CR_TVF_MODULE(cr_preview);
 
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr) {
-  return cr_tvf_register(db, pConn, "callrail_preview", &cr_preview_module, pzErr);
+  return cr_tvf_register(db, pConn, &cr_preview_def, &cr_preview_module, pzErr);
 }

@@ -20,10 +20,9 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 
 typedef struct cr_send_cursor {
-  sqlite3_vtab_cursor base;
+  cr_tvf_cursor base; /* first: the shared part */
   cr_run *pRun;
   cr_outcome *pOut; /* the current row, NULL at the end */
-  sqlite3_int64 iRowid;
 } cr_send_cursor;
 
 #define CR_SEND_SCHEMA                                                                             \
@@ -41,17 +40,6 @@ typedef struct cr_send_cursor {
 #define CR_SEND_ATTEMPTS 9
 #define CR_SEND_DURATION_MS 10
 #define CR_SEND_DESTINATION 11
-
-static int cr_send_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
-                           sqlite3_vtab **ppVtab, char **pzErr) {
-  (void)argc, (void)argv, (void)pzErr;
-  return cr_tvf_connect(db, pAux, CR_SEND_SCHEMA, ppVtab);
-}
-
-static int cr_send_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
-  (void)pVtab;
-  return cr_tvf_cursor_new(sizeof(cr_send_cursor), ppCursor);
-}
 
 static void cr_send_reset(cr_send_cursor *pCur) {
   cr_outcome_free(pCur->pOut);
@@ -73,8 +61,8 @@ static int cr_send_next(sqlite3_vtab_cursor *cur) {
   cr_outcome_free(pCur->pOut);
   pCur->pOut = 0;
   rc = cr_run_step(pCur->pRun, &pCur->pOut, &zErr);
-  pCur->iRowid++;
-  if (rc != SQLITE_OK) return cr_tvf_error(cur, "callrail_send", zErr, rc);
+  pCur->base.iRowid++;
+  if (rc != SQLITE_OK) return cr_tvf_error(cur, zErr, rc);
   return SQLITE_OK;
 }
 
@@ -89,8 +77,8 @@ static int cr_send_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   cr_send_reset(pCur);
   rc = cr_run_open(pConn, (const char *)sqlite3_value_text(argv[0]), "send",
                    (const char *)sqlite3_value_text(argv[1]), 0, &pCur->pRun, &zErr);
-  if (rc != SQLITE_OK) return cr_tvf_error(cur, "callrail_send", zErr, rc);
-  pCur->iRowid = 0;
+  if (rc != SQLITE_OK) return cr_tvf_error(cur, zErr, rc);
+  pCur->base.iRowid = 0;
   return cr_send_next(cur);
 }
 
@@ -140,44 +128,12 @@ static int cr_send_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i)
   return SQLITE_OK;
 }
 
-static int cr_send_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((cr_send_cursor *)cur)->iRowid;
-  return SQLITE_OK;
-}
-
-static int cr_send_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
-  return cr_tvf_best_index(pVtab, pInfo, "callrail_send", CR_SEND_DESTINATION, 2, 2);
-}
-
-static sqlite3_module cr_send_module = {
-    0,                  /* iVersion */
-    0,                  /* xCreate: eponymous only */
-    cr_send_connect,    /* xConnect */
-    cr_send_best_index, /* xBestIndex */
-    cr_tvf_disconnect,  /* xDisconnect */
-    0,                  /* xDestroy */
-    cr_send_open,       /* xOpen */
-    cr_send_close,      /* xClose */
-    cr_send_filter,     /* xFilter */
-    cr_send_next,       /* xNext */
-    cr_send_eof,        /* xEof */
-    cr_send_column,     /* xColumn */
-    cr_send_rowid,      /* xRowid */
-    0,                  /* xUpdate */
-    0,                  /* xBegin */
-    0,                  /* xSync */
-    0,                  /* xCommit */
-    0,                  /* xRollback */
-    0,                  /* xFindFunction */
-    0,                  /* xRename */
-    0,                  /* xSavepoint */
-    0,                  /* xRelease */
-    0,                  /* xRollbackTo */
-    0,                  /* xShadowName */
-};
+static const cr_tvf_def cr_send_def = {
+    "callrail_send", CR_SEND_SCHEMA, sizeof(cr_send_cursor), CR_SEND_DESTINATION, 2, 2};
+static sqlite3_module cr_send_module = CR_TVF_MODULE(cr_send);
 
 int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr) {
-  return cr_tvf_register(db, pConn, "callrail_send", &cr_send_module, pzErr);
+  return cr_tvf_register(db, pConn, &cr_send_def, &cr_send_module, pzErr);
 }
 
 /* ------------------------------------------------------------------------

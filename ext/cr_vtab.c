@@ -12,15 +12,30 @@ SQLITE_EXTENSION_INIT3
 
 #include <string.h>
 
-int cr_tvf_connect(sqlite3 *db, void *pAux, const char *zSchema, sqlite3_vtab **ppVtab) {
+/* What a module's registration hands to its xConnect. */
+typedef struct cr_tvf_aux {
+  cr_conn *pConn;
+  const cr_tvf_def *pDef;
+} cr_tvf_aux;
+
+static void cr_tvf_aux_free(void *p) {
+  cr_conn_unref(((cr_tvf_aux *)p)->pConn);
+  sqlite3_free(p);
+}
+
+int cr_tvf_connect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                   sqlite3_vtab **ppVtab, char **pzErr) {
+  const cr_tvf_aux *pA = (const cr_tvf_aux *)pAux;
   cr_tvf *pNew;
-  int rc = sqlite3_declare_vtab(db, zSchema);
+  int rc = sqlite3_declare_vtab(db, pA->pDef->zSchema);
+  (void)argc, (void)argv, (void)pzErr;
   if (rc != SQLITE_OK) return rc;
   sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
   pNew = sqlite3_malloc(sizeof(*pNew));
   if (pNew == 0) return SQLITE_NOMEM;
   memset(pNew, 0, sizeof(*pNew));
-  pNew->pConn = (cr_conn *)pAux;
+  pNew->pConn = pA->pConn;
+  pNew->pDef = pA->pDef;
   *ppVtab = &pNew->base;
   return SQLITE_OK;
 }
@@ -30,7 +45,8 @@ int cr_tvf_disconnect(sqlite3_vtab *pVtab) {
   return SQLITE_OK;
 }
 
-int cr_tvf_cursor_new(size_t nByte, sqlite3_vtab_cursor **ppCursor) {
+int cr_tvf_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor) {
+  size_t nByte = ((cr_tvf *)pVtab)->pDef->nCursor;
   sqlite3_vtab_cursor *pCur = sqlite3_malloc64(nByte);
   if (pCur == 0) return SQLITE_NOMEM;
   memset(pCur, 0, nByte);
@@ -38,29 +54,38 @@ int cr_tvf_cursor_new(size_t nByte, sqlite3_vtab_cursor **ppCursor) {
   return SQLITE_OK;
 }
 
-/* Reports zErr, prefixed with the function's name, as the vtab's error;
-** zErr is freed. */
-int cr_tvf_error(sqlite3_vtab_cursor *cur, const char *zFunc, char *zErr, int rc) {
-  cr_set_error(&cur->pVtab->zErrMsg, "%s: %s", zFunc, zErr ? zErr : "failed");
+int cr_tvf_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((cr_tvf_cursor *)cur)->iRowid;
+  return SQLITE_OK;
+}
+
+int cr_tvf_error(sqlite3_vtab_cursor *cur, char *zErr, int rc) {
+  cr_set_error(&cur->pVtab->zErrMsg, "%s: %s", ((cr_tvf *)cur->pVtab)->pDef->zName,
+               zErr ? zErr : "failed");
   sqlite3_free(zErr);
   return rc;
 }
 
-int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo, const char *zFunc,
-                      int iFirstHidden, int nHidden, int nRequired) {
+/*
+** The arguments are EQ constraints on the hidden columns.  idxNum bit i
+** says argument i is present; xFilter's argv[] holds the present ones in
+** order.  A required argument that is missing is an error naming it.
+*/
+int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
+  const cr_tvf_def *pDef = ((cr_tvf *)pVtab)->pDef;
   int aIdx[4] = {-1, -1, -1, -1};
   int i, n = 0, idxNum = 0;
   for (i = 0; i < pInfo->nConstraint; i++) {
     const struct sqlite3_index_constraint *pC = &pInfo->aConstraint[i];
-    int iHidden = pC->iColumn - iFirstHidden;
-    if (iHidden < 0 || iHidden >= nHidden || pC->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    int iHidden = pC->iColumn - pDef->iFirstHidden;
+    if (iHidden < 0 || iHidden >= pDef->nHidden || pC->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
     if (!pC->usable) return SQLITE_CONSTRAINT;
     aIdx[iHidden] = i;
   }
-  for (i = 0; i < nHidden; i++) {
+  for (i = 0; i < pDef->nHidden; i++) {
     if (aIdx[i] < 0) {
-      if (i < nRequired) {
-        cr_set_error(&pVtab->zErrMsg, "%s: argument %d is missing", zFunc, i + 1);
+      if (i < pDef->nRequired) {
+        cr_set_error(&pVtab->zErrMsg, "%s: argument %d is missing", pDef->zName, i + 1);
         return SQLITE_ERROR;
       }
       continue;
@@ -75,11 +100,15 @@ int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo, const char
   return SQLITE_OK;
 }
 
-int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const char *zName, const sqlite3_module *pMod,
+int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const cr_tvf_def *pDef, const sqlite3_module *pMod,
                     char **pzErr) {
+  cr_tvf_aux *pAux = sqlite3_malloc(sizeof(*pAux));
   int rc;
+  if (pAux == 0) return SQLITE_NOMEM;
+  pAux->pConn = pConn;
+  pAux->pDef = pDef;
   pConn->nRef++;
-  rc = sqlite3_create_module_v2(db, zName, pMod, pConn, cr_conn_unref);
-  if (rc != SQLITE_OK) cr_set_error(pzErr, "callrail: cannot register %s", zName);
+  rc = sqlite3_create_module_v2(db, pDef->zName, pMod, pAux, cr_tvf_aux_free);
+  if (rc != SQLITE_OK) cr_set_error(pzErr, "callrail: cannot register %s", pDef->zName);
   return rc;
 }
