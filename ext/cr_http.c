@@ -23,6 +23,7 @@
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -270,6 +271,8 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_PREREQFUNCTION, cr_on_prereq, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_PREREQDATA, pX, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
+  /* The curl tool's variable for another CA bundle; libcurl ignores it. */
+  if (getenv("CURL_CA_BUNDLE")) CR_SETOPT(rc, pX, CURLOPT_CAINFO, getenv("CURL_CA_BUNDLE"), pzErr);
   if (rc == SQLITE_OK) rc = cr_xfer_method(pX, pzErr);
   return rc;
 }

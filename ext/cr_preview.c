@@ -101,6 +101,7 @@ static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *i
   if (rc == SQLITE_OK) {
     rc = cr_pipeline_open(pConn->db, pCur->pDest, pCred->zApiBase, zQuery, 0, &pCur->pPipe, &zErr);
   }
+  if (rc == SQLITE_OK) rc = cr_pipeline_detect_changes(pCur->pPipe, pConn->db, &zErr);
   if (rc == SQLITE_OK) {
     pCur->zHeadersBody = cr_headers_json(pConn->db, pCur->pDest, 1);
     pCur->zHeadersNoBody = cr_headers_json(pConn->db, pCur->pDest, 0);
