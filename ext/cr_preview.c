@@ -7,8 +7,9 @@
 **
 ** The table-valued function has the hidden columns destination, query and
 ** limit (the first two required).  Requests are built by the same pipeline
-** as callrail_send (cr_pipeline), from the same records, so what the preview
-** shows is what a send sends, for an active destination or not.  An invalid
+** as callrail_send (cr_pipeline), from the same records and with the same
+** change detection (`key`), so what the preview shows is what a send would
+** send, for an active destination or not.  An invalid
 ** record shows as a row with `error` set.  The Authorization header is
 ** shown as Token token="***": previews never see the key.
 **
