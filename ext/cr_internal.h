@@ -198,6 +198,8 @@ int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase
 ** SQLITE_DONE at the end, or an error. */
 int cr_records_next(cr_records *p, cr_record *pRec, char **pzErr);
 void cr_records_close(cr_records *p);
+/* How many rows zQuery returns (one extra pass, for the progress line). */
+int cr_query_count(sqlite3 *db, const char *zQuery, sqlite3_int64 *pnRows, char **pzErr);
 void cr_record_clear(cr_record *pRec);
 
 /* ------------------------------------------------------------------------

@@ -572,3 +572,23 @@ int cr_records_next(cr_records *p, cr_record *pRec, char **pzErr) {
   if (rc == SQLITE_OK && pRec->zError == 0) rc = cr_record_shape(p, pRec, pzErr);
   return rc == SQLITE_OK ? SQLITE_ROW : rc;
 }
+
+int cr_query_count(sqlite3 *db, const char *zQuery, sqlite3_int64 *pnRows, char **pzErr) {
+  sqlite3_stmt *pQuery = 0;
+  sqlite3_stmt *pCount = 0;
+  char *zSql = 0;
+  int rc = cr_query_prepare(db, zQuery, &pQuery, pzErr);
+  if (rc == SQLITE_OK) {
+    zSql = sqlite3_mprintf("SELECT count(*) FROM (%s)", sqlite3_sql(pQuery));
+    rc = zSql ? cr_prepare(db, zSql, &pCount, pzErr) : SQLITE_NOMEM;
+  }
+  if (rc == SQLITE_OK && sqlite3_step(pCount) != SQLITE_ROW) {
+    cr_set_error(pzErr, "query: %s", sqlite3_errmsg(db));
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK) *pnRows = sqlite3_column_int64(pCount, 0);
+  sqlite3_finalize(pCount);
+  sqlite3_finalize(pQuery);
+  sqlite3_free(zSql);
+  return rc;
+}

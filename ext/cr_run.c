@@ -73,6 +73,7 @@ struct cr_run {
   sqlite3_int64 nRecovered; /* pending rows of dead runs made unknown */
   /* progress */
   int showProgress;
+  sqlite3_int64 nTotal; /* records the query returns, -1 if not counted */
   sqlite3_int64 tStart;
   sqlite3_int64 tLastProgress;
 };
@@ -457,19 +458,35 @@ static cr_job *cr_flying_take(cr_run *pRun, cr_xfer *pX) {
 ** Progress on stderr
 */
 
+/* What the run is waiting for, if it is. */
+static const char *cr_run_waiting(cr_run *pRun, sqlite3_int64 tNow) {
+  if (tNow < pRun->tPauseUntil) return ", paused after HTTP 429";
+  if (tNow < pRun->tQuotaUntil) return ", waiting for quota";
+  return "";
+}
+
+/* One line, rewritten in place: records done/total, states, rate, ETA. */
 static void cr_run_progress(cr_run *pRun, int final) {
   const cr_run_counts *c = &pRun->counts;
   sqlite3_int64 tNow = cr_now_ms();
+  sqlite3_int64 nDone =
+      c->ok + c->failed + c->unknown + c->invalid + cr_pipeline_skipped(pRun->pPipe);
   double secs = (tNow - pRun->tStart) / 1000.0;
+  double rate = secs > 0 ? nDone / secs : 0.0;
+  char zTotal[32] = "";
+  char zEta[32] = "";
   if (!pRun->showProgress || (!final && tNow - pRun->tLastProgress < 200)) return;
   pRun->tLastProgress = tNow;
+  if (pRun->nTotal >= 0) snprintf(zTotal, sizeof(zTotal), "/%lld", pRun->nTotal);
+  if (pRun->nTotal > nDone && rate > 0 && !final) {
+    snprintf(zEta, sizeof(zEta), ", ETA %.0fs", (pRun->nTotal - nDone) / rate);
+  }
   fprintf(stderr,
-          "\r%s%s: %lld records, %lld requests (%.0f/s), %lld ok, %lld failed, %lld unknown,"
-          " %lld invalid, %lld skipped%s%s",
-          final ? "callrail_send " : "callrail_send ", pRun->pDest->zName,
-          cr_pipeline_records(pRun->pPipe), c->requests, secs > 0 ? c->requests / secs : 0.0, c->ok,
-          c->failed, c->unknown, c->invalid, cr_pipeline_skipped(pRun->pPipe),
-          tNow < pRun->tPauseUntil ? " (paused: HTTP 429)" : "", final ? "\n" : "   ");
+          "\rcallrail_send %s: %lld%s records, %lld ok, %lld failed, %lld unknown, %lld invalid,"
+          " %lld skipped, %.0f records/s%s%s%s\033[K",
+          pRun->pDest->zName, nDone, zTotal, c->ok, c->failed, c->unknown, c->invalid,
+          cr_pipeline_skipped(pRun->pPipe), rate, zEta, cr_run_waiting(pRun, tNow),
+          final ? "\n" : "");
   fflush(stderr);
 }
 
@@ -625,6 +642,11 @@ int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char
   if (rc == SQLITE_OK) {
     int prog = pRun->pDest->progress;
     pRun->showProgress = zJson == 0 && (prog == 1 || (prog == -1 && isatty(2)));
+    pRun->nTotal = -1;
+  }
+  /* Counting costs a pass over the query: only done for the progress line. */
+  if (rc == SQLITE_OK && pRun->showProgress) {
+    rc = cr_query_count(pConn->db, zQuery, &pRun->nTotal, pzErr);
   }
   return rc;
 }
