@@ -72,19 +72,6 @@ static void cr_fail(sqlite3_context *ctx, const char *zFunc, char *zErr, int rc)
   sqlite3_free(zErr);
 }
 
-/* The text of argument i, or an error naming it when it is NULL. */
-static const char *cr_arg_text(sqlite3_value **argv, int i, const char *zWhat, char **pzErr) {
-  const char *z = 0;
-  if (sqlite3_value_type(argv[i]) == SQLITE_NULL) {
-    cr_set_error(pzErr, "%s is NULL", zWhat);
-  } else if (sqlite3_value_type(argv[i]) == SQLITE_BLOB) {
-    cr_set_error(pzErr, "%s is a BLOB; expected text", zWhat);
-  } else {
-    z = (const char *)sqlite3_value_text(argv[i]);
-  }
-  return z;
-}
-
 static cr_conn *cr_ctx_conn(sqlite3_context *ctx) {
   return (cr_conn *)sqlite3_user_data(ctx);
 }
@@ -128,13 +115,13 @@ static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **a
   char *zBase = 0;
   const char *zSource = 0;
   sqlite3_stmt *pStmt = 0;
-  const char *zName = cr_arg_text(argv, 0, "credential name", &zErr);
-  const char *zArg = zName ? cr_arg_text(argv, 1, "token or source", &zErr) : 0;
+  const char *zName = cr_arg_text(argv[0], "credential name", &zErr);
+  const char *zArg = zName ? cr_arg_text(argv[1], "token or source", &zErr) : 0;
   const char *zApi = CR_DEFAULT_API_BASE;
   int rc = zArg ? SQLITE_OK : SQLITE_ERROR;
 
   if (rc == SQLITE_OK && argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL) {
-    zApi = cr_arg_text(argv, 2, "api_base", &zErr);
+    zApi = cr_arg_text(argv[2], "api_base", &zErr);
     if (zApi == 0) rc = SQLITE_ERROR;
   }
   if (rc == SQLITE_OK) rc = cr_api_base_normalize(zName, zApi, &zBase, &zErr);
@@ -192,11 +179,17 @@ static void cr_destination_func(sqlite3_context *ctx, int argc, sqlite3_value **
   char *zErr = 0;
   cr_dest *pDest = 0;
   sqlite3_stmt *pStmt = 0;
-  const char *zName = cr_arg_text(argv, 0, "destination name", &zErr);
-  const char *zConfig = zName ? cr_arg_text(argv, 1, "config", &zErr) : 0;
-  int rc = zConfig ? SQLITE_OK : SQLITE_ERROR;
+  const char *zName = cr_arg_text(argv[0], "destination name", &zErr);
+  const char *zConfig = 0;
+  int rc = zName ? SQLITE_OK : SQLITE_ERROR;
   (void)argc;
 
+  if (rc == SQLITE_OK) {
+    char *zWhat = sqlite3_mprintf("destination \"%s\": config", zName);
+    zConfig = cr_arg_text(argv[1], zWhat, &zErr);
+    rc = zConfig ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_free(zWhat);
+  }
   if (rc == SQLITE_OK) rc = cr_schema_ensure(pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_dest_parse(pConn->db, zName, zConfig, &pDest, &zErr);
   if (rc == SQLITE_OK) rc = cr_destination_check_cred(pConn->db, pDest, &zErr);
@@ -231,7 +224,7 @@ static void cr_set_active(sqlite3_context *ctx, sqlite3_value **argv, int bActiv
   const char *zFunc = bActive ? "callrail_activate" : "callrail_deactivate";
   char *zErr = 0;
   sqlite3_stmt *pStmt = 0;
-  const char *zName = cr_arg_text(argv, 0, "destination name", &zErr);
+  const char *zName = cr_arg_text(argv[0], "destination name", &zErr);
   int rc = zName ? SQLITE_OK : SQLITE_ERROR;
 
   if (rc == SQLITE_OK) rc = cr_schema_ensure(pConn, &zErr);
@@ -277,8 +270,8 @@ static void cr_test_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   cr_conn *pConn = cr_ctx_conn(ctx);
   char *zErr = 0;
   char *zResult = 0;
-  const char *zDest = cr_arg_text(argv, 0, "destination name", &zErr);
-  const char *zJson = zDest ? cr_arg_text(argv, 1, "record_json", &zErr) : 0;
+  const char *zDest = cr_arg_text(argv[0], "destination name", &zErr);
+  const char *zJson = zDest ? cr_arg_text(argv[1], "record_json", &zErr) : 0;
   int rc = zJson ? SQLITE_OK : SQLITE_ERROR;
   (void)argc;
 

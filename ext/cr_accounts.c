@@ -132,10 +132,10 @@ static int cr_accounts_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *
   sqlite3_free(pCur->zAll);
   pCur->pRows = 0;
   pCur->zAll = 0;
+  const char *azArg[1] = {0};
+  if (cr_tvf_args(cur, idxNum, argv, azArg) != SQLITE_OK) return SQLITE_ERROR;
   rc = cr_schema_ensure(pConn, &zErr);
-  if (rc == SQLITE_OK) {
-    rc = cr_cred_load(pConn->db, pConn, (const char *)sqlite3_value_text(argv[0]), &pCred, &zErr);
-  }
+  if (rc == SQLITE_OK) rc = cr_cred_load(pConn->db, pConn, azArg[0], &pCred, &zErr);
   if (rc == SQLITE_OK) rc = cr_accounts_fetch(pConn, pCred, &pCur->zAll, &zErr);
   if (rc == SQLITE_OK) {
     rc = cr_prepare(pConn->db,
@@ -170,7 +170,8 @@ static const cr_tvf_def cr_accounts_def = {"callrail_accounts",
                                            sizeof(cr_accounts_cursor),
                                            CR_ACCOUNTS_CREDENTIAL,
                                            1,
-                                           1};
+                                           1,
+                                           {"credential"}};
 static sqlite3_module cr_accounts_module = CR_TVF_MODULE(cr_accounts);
 
 int cr_register_accounts(sqlite3 *db, cr_conn *pConn, char **pzErr) {

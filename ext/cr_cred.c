@@ -13,6 +13,7 @@
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -119,9 +120,12 @@ static CURLUcode cr_origin_parse(const char *zUrl, cr_origin *o, CURLU **ppUrl) 
   return uc;
 }
 
+/* localhost, [::1] or an IPv4 literal in 127.0.0.0/8 (not a name such as
+** 127.0.0.1.example.com, which DNS may send anywhere). */
 static int cr_host_is_loopback(const char *zHost) {
-  return strcasecmp(zHost, "localhost") == 0 || strcmp(zHost, "[::1]") == 0 ||
-         strncmp(zHost, "127.", 4) == 0;
+  struct in_addr a;
+  if (strcasecmp(zHost, "localhost") == 0 || strcmp(zHost, "[::1]") == 0) return 1;
+  return inet_pton(AF_INET, zHost, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 int cr_url_is_loopback(const char *zUrl) {

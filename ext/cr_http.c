@@ -97,13 +97,27 @@ void cr_xfer_clear(cr_xfer *pX) {
 
 /* Calls xLine for each header line of a request to pDest, in order; the
 ** Authorization line carries zToken ("***" in previews). */
+/* True if the destination sets header zName itself (replacing ours). */
+static int cr_dest_sets_header(const cr_dest *pDest, const char *zName) {
+  size_t n = strlen(zName);
+  int i;
+  for (i = 0; i < pDest->nHeader; i++) {
+    if (strncasecmp(pDest->azHeader[i], zName, n) == 0 && pDest->azHeader[i][n] == ':') return 1;
+  }
+  return 0;
+}
+
 static int cr_headers_each(const cr_dest *pDest, const char *zToken, int hasBody,
                            int (*xLine)(void *, const char *, const char *), void *pArg) {
   char *zAuth = sqlite3_mprintf("Token token=\"%s\"", zToken);
   int i, rc = zAuth ? SQLITE_OK : SQLITE_NOMEM;
   if (rc == SQLITE_OK) rc = xLine(pArg, "Authorization", zAuth);
-  if (rc == SQLITE_OK) rc = xLine(pArg, "Accept", "application/json");
-  if (rc == SQLITE_OK) rc = xLine(pArg, "User-Agent", CR_USER_AGENT);
+  if (rc == SQLITE_OK && !cr_dest_sets_header(pDest, "Accept")) {
+    rc = xLine(pArg, "Accept", "application/json");
+  }
+  if (rc == SQLITE_OK && !cr_dest_sets_header(pDest, "User-Agent")) {
+    rc = xLine(pArg, "User-Agent", CR_USER_AGENT);
+  }
   if (rc == SQLITE_OK && hasBody) rc = xLine(pArg, "Content-Type", "application/json");
   for (i = 0; rc == SQLITE_OK && i < pDest->nHeader; i++) {
     const char *zColon = strchr(pDest->azHeader[i], ':');
@@ -260,7 +274,8 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_SSL_VERIFYPEER, 1L, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_SSL_VERIFYHOST, 2L, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_NOSIGNAL, 1L, pzErr);
-  CR_SETOPT(rc, pX, CURLOPT_USERAGENT, CR_USER_AGENT, pzErr);
+  /* A record value may hold "..": it is sent as it is, never resolved. */
+  CR_SETOPT(rc, pX, CURLOPT_PATH_AS_IS, 1L, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_HTTPHEADER, pX->pHeaders, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_TIMEOUT_MS, (long)pX->pDest->timeoutMs, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_CONNECTTIMEOUT_MS, (long)pX->pDest->connectTimeoutMs, pzErr);

@@ -41,6 +41,10 @@ sqlite3_int64 cr_now_ms(void);
 /* Unix time in milliseconds (wall clock), for audit timestamps. */
 sqlite3_int64 cr_wall_ms(void);
 
+/* The text of an SQL argument, or NULL with an error naming zWhat when it
+** is NULL or a BLOB. */
+const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr);
+
 /* Runs a statement of SQL with no result rows on db; SQLITE_OK or error. */
 int cr_exec(sqlite3 *db, const char *zSql, char **pzErr);
 
@@ -431,12 +435,13 @@ int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **
 ** describes itself with a cr_tvf_def; xConnect, xBestIndex, xDisconnect,
 ** xOpen and xRowid are shared, the rest is the module's own. */
 typedef struct cr_tvf_def {
-  const char *zName;   /* e.g. "callrail_send" */
-  const char *zSchema; /* CREATE TABLE x(...) with the HIDDEN arguments last */
-  size_t nCursor;      /* size of the module's cursor */
-  int iFirstHidden;    /* column number of the first argument */
-  int nHidden;         /* number of arguments */
-  int nRequired;       /* how many of them are required */
+  const char *zName;    /* e.g. "callrail_send" */
+  const char *zSchema;  /* CREATE TABLE x(...) with the HIDDEN arguments last */
+  size_t nCursor;       /* size of the module's cursor */
+  int iFirstHidden;     /* column number of the first argument */
+  int nHidden;          /* number of arguments */
+  int nRequired;        /* how many of them are required (text, first) */
+  const char *azArg[3]; /* their names, for error messages */
 } cr_tvf_def;
 
 typedef struct cr_tvf {
@@ -457,6 +462,9 @@ int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo);
 int cr_tvf_disconnect(sqlite3_vtab *pVtab);
 int cr_tvf_open(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor);
 int cr_tvf_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid);
+/* Checks the required arguments of xFilter: present (idxNum) and text;
+** azText[i] receives argument i.  SQLITE_OK, or the vtab's error set. */
+int cr_tvf_args(sqlite3_vtab_cursor *cur, int idxNum, sqlite3_value **argv, const char **azText);
 /* Reports zErr (freed) as the function's error, prefixed with its name. */
 int cr_tvf_error(sqlite3_vtab_cursor *cur, char *zErr, int rc);
 int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const cr_tvf_def *pDef, const sqlite3_module *pMod,

@@ -87,20 +87,21 @@ static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *i
   cr_conn *pConn = ((cr_tvf *)cur->pVtab)->pConn;
   cr_cred *pCred = 0;
   char *zErr = 0;
-  const char *zDest = (const char *)sqlite3_value_text(argv[0]);
-  const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
-  int rc;
-  (void)idxStr, (void)idxNum;
+  const char *azArg[2] = {0, 0};
+  int rc = cr_tvf_args(cur, idxNum, argv, azArg);
+  (void)idxStr;
 
   cr_preview_reset(pCur);
+  if (rc != SQLITE_OK) return rc;
   pCur->nLimit =
       argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL ? sqlite3_value_int64(argv[2]) : -1;
   if (pCur->nLimit < -1) pCur->nLimit = 0;
   rc = cr_schema_ensure(pConn, &zErr);
-  if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, zDest, &pCur->pDest, 0, &zErr);
+  if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, azArg[0], &pCur->pDest, 0, &zErr);
   if (rc == SQLITE_OK) rc = cr_cred_load_public(pConn->db, pCur->pDest->zCredential, &pCred, &zErr);
   if (rc == SQLITE_OK) {
-    rc = cr_pipeline_open(pConn->db, pCur->pDest, pCred->zApiBase, zQuery, 0, &pCur->pPipe, &zErr);
+    rc =
+        cr_pipeline_open(pConn->db, pCur->pDest, pCred->zApiBase, azArg[1], 0, &pCur->pPipe, &zErr);
   }
   if (rc == SQLITE_OK) rc = cr_pipeline_detect_changes(pCur->pPipe, pConn->db, &zErr);
   if (rc == SQLITE_OK) {
@@ -151,8 +152,13 @@ static int cr_preview_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int
   return SQLITE_OK;
 }
 
-static const cr_tvf_def cr_preview_def = {
-    "callrail_preview", CR_PREVIEW_SCHEMA, sizeof(cr_preview_cursor), CR_PREVIEW_DESTINATION, 3, 2};
+static const cr_tvf_def cr_preview_def = {"callrail_preview",
+                                          CR_PREVIEW_SCHEMA,
+                                          sizeof(cr_preview_cursor),
+                                          CR_PREVIEW_DESTINATION,
+                                          3,
+                                          2,
+                                          {"destination", "query", "limit"}};
 static sqlite3_module cr_preview_module = CR_TVF_MODULE(cr_preview);
 
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -52,9 +52,9 @@ void cr_quota_key_clear(cr_quota_key *pKey) {
 **
 ** A window counts the requests of the last `span` ms in slots of `slot` ms
 ** (10 ms for the per-second window, 1 s for the hour, 10 s for the day).
-** A request stays counted until its whole slot has left the span, so the
-** count never falls short of the truth: pacing errs on the safe side by at
-** most one slot.  Usage is loaded from callrail_responses (every request of
+** A request stays counted until a whole span has passed since the end of
+** its slot, so the count never falls short of the truth: pacing errs on
+** the safe side by at most one slot.  Usage is loaded from callrail_responses (every request of
 ** any run, destination or process sharing the file has a row there, written
 ** before it was sent) when a bucket is first used, and loaded again every
 ** few seconds while a window is nearly full, so concurrent senders share
@@ -183,7 +183,9 @@ static cr_bucket *cr_bucket_new(const cr_dest *d, const char *zBucket, const cha
     cr_window *w = &b->aWin[i];
     w->limit = aLimit[i];
     w->slotMs = cr_window_slot[i];
-    w->nSlot = (int)(cr_window_span[i] / cr_window_slot[i]);
+    /* One slot more than the span: a request leaves the count only after
+    ** a full span has passed since its slot ended. */
+    w->nSlot = (int)(cr_window_span[i] / cr_window_slot[i]) + 1;
     w->aCount = sqlite3_malloc(sizeof(int) * w->nSlot);
     ok = w->aCount != 0;
     if (ok) memset(w->aCount, 0, sizeof(int) * w->nSlot);

@@ -27,6 +27,8 @@ SQLITE_EXTENSION_INIT3
 
 #include <ctype.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Columns of the shaper statement, after the body (column 0). */
@@ -141,31 +143,59 @@ static int cr_query_prepare(sqlite3 *db, const char *zQuery, sqlite3_stmt **ppSt
 ** The builder: row values -> record JSON.  Parameter 2*i+1 is column i's
 ** value and 2*i+2 says whether it carries the JSON subtype (bound values
 ** lose their subtype, so the builder re-applies json() where it was).
+** json_object() takes at most CR_BUILD_CHUNK columns (SQLite limits a
+** function's arguments); more are added with json_set(), in order.
 */
+#define CR_BUILD_CHUNK 40
+
+/* The value expression of column i. */
+static void cr_build_value(sqlite3_str *pSql, int i) {
+  sqlite3_str_appendf(pSql, "CASE WHEN ?%d THEN json(?%d) ELSE ?%d END", 2 * i + 2, 2 * i + 1,
+                      2 * i + 1);
+}
+
 static char *cr_build_sql(sqlite3_stmt *pQuery) {
   int nCol = sqlite3_column_count(pQuery);
   sqlite3_str *pSql = sqlite3_str_new(0);
   int i;
+  sqlite3_str_appendall(pSql, "SELECT ");
   if (nCol == 1) {
-    sqlite3_str_appendf(pSql, "SELECT CASE WHEN (?2 OR typeof(?1)='text') AND json_valid(?1)"
-                              " AND json_type(?1)='object' THEN json(?1) ELSE ");
-  } else {
-    sqlite3_str_appendall(pSql, "SELECT ");
+    sqlite3_str_appendall(pSql, "CASE WHEN (?2 OR typeof(?1)='text') AND json_valid(?1)"
+                                " AND json_type(?1)='object' THEN json(?1) ELSE ");
   }
+  for (i = CR_BUILD_CHUNK; i < nCol; i += CR_BUILD_CHUNK)
+    sqlite3_str_appendall(pSql, "json_set(");
   sqlite3_str_appendall(pSql, "json_object(");
   for (i = 0; i < nCol; i++) {
-    sqlite3_str_appendf(pSql, "%s%Q, CASE WHEN ?%d THEN json(?%d) ELSE ?%d END", i ? ", " : "",
-                        sqlite3_column_name(pQuery, i), 2 * i + 2, 2 * i + 1, 2 * i + 1);
+    const char *zName = sqlite3_column_name(pQuery, i);
+    if (i > 0 && i % CR_BUILD_CHUNK == 0) sqlite3_str_appendall(pSql, ")");
+    if (i < CR_BUILD_CHUNK) {
+      sqlite3_str_appendf(pSql, "%s%Q, ", i ? ", " : "", zName);
+    } else {
+      char *zPath = sqlite3_mprintf("$.\"%s\"", zName);
+      sqlite3_str_appendf(pSql, ", %Q, ", zPath);
+      sqlite3_free(zPath);
+    }
+    cr_build_value(pSql, i);
   }
   sqlite3_str_appendall(pSql, nCol == 1 ? ") END" : ")");
   return sqlite3_str_finish(pSql);
 }
 
-/* Column names become attribute names: two alike would be ambiguous. */
+/* Column names become attribute names: two alike would be ambiguous, and
+** past the first CR_BUILD_CHUNK a name is a JSON path label, which cannot
+** hold a double quote. */
 static int cr_check_columns(sqlite3_stmt *pQuery, char **pzErr) {
   int nCol = sqlite3_column_count(pQuery);
   int i, j;
   for (i = 0; i < nCol; i++) {
+    if (i >= CR_BUILD_CHUNK && strchr(sqlite3_column_name(pQuery, i), '"')) {
+      cr_set_error(pzErr,
+                   "query column %d is named %s; a double quote cannot be used in the "
+                   "name of a column past the %dth",
+                   i + 1, sqlite3_column_name(pQuery, i), CR_BUILD_CHUNK);
+      return SQLITE_ERROR;
+    }
     for (j = 0; j < i; j++) {
       if (strcmp(sqlite3_column_name(pQuery, i), sqlite3_column_name(pQuery, j)) == 0) {
         cr_set_error(pzErr, "query returns two columns named \"%s\"; give them distinct names",
@@ -422,6 +452,17 @@ static char *cr_row_unrepresentable(sqlite3_stmt *pQuery) {
   return 0;
 }
 
+/* The shortest decimal text that reads back as exactly r (finite). */
+static void cr_real_text(double r, char *zBuf, int nBuf) {
+  int nDigit;
+  for (nDigit = 15; nDigit <= 17; nDigit++) {
+    snprintf(zBuf, nBuf, "%.*g", nDigit, r);
+    if (strtod(zBuf, 0) == r) break;
+  }
+  /* A REAL stays a REAL to the reader: 1.0, not 1. */
+  if (strpbrk(zBuf, ".e") == 0 && (int)strlen(zBuf) + 3 <= nBuf) strcat(zBuf, ".0");
+}
+
 /* Runs the builder on the current row of the query. */
 static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
   char *zBad = cr_row_unrepresentable(p->pQuery);
@@ -432,6 +473,15 @@ static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
   }
   for (i = 0; i < p->nCol; i++) {
     sqlite3_value *v = sqlite3_column_value(p->pQuery, i);
+    if (sqlite3_value_type(v) == SQLITE_FLOAT) {
+      /* SQLite's JSON writes 15 digits; the shortest exact text, read by
+      ** json() as a number literal, keeps every bit of a REAL. */
+      char zNum[32];
+      cr_real_text(sqlite3_value_double(v), zNum, sizeof(zNum));
+      sqlite3_bind_text(p->pBuild, 2 * i + 1, zNum, -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int(p->pBuild, 2 * i + 2, 1);
+      continue;
+    }
     sqlite3_bind_value(p->pBuild, 2 * i + 1, v);
     sqlite3_bind_int(p->pBuild, 2 * i + 2, sqlite3_value_subtype(v) == 'J');
   }
@@ -446,14 +496,17 @@ static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
   return rc;
 }
 
-/* Appends s[0..n) percent-encoded: only RFC 3986 unreserved characters
+/* Appends z[0..n) percent-encoded: only RFC 3986 unreserved characters
 ** stay, so a value can never change the URL's host, path, query or
-** fragment. */
-static void cr_percent_encode(sqlite3_str *pOut, const char *z) {
+** fragment.  A value of only dots is encoded too: "." and ".." would be
+** path segments that servers resolve. */
+static void cr_percent_encode(sqlite3_str *pOut, const char *z, int n) {
   static const char hex[] = "0123456789ABCDEF";
-  for (; *z; z++) {
-    unsigned char c = (unsigned char)*z;
-    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+  int allDots = n > 0 && (int)strspn(z, ".") >= n;
+  int i;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)z[i];
+    if (isalnum(c) || c == '-' || (c == '.' && !allDots) || c == '_' || c == '~') {
       sqlite3_str_appendchar(pOut, 1, (char)c);
     } else {
       char a[3] = {'%', hex[c >> 4], hex[c & 15]};
@@ -462,26 +515,34 @@ static void cr_percent_encode(sqlite3_str *pOut, const char *z) {
   }
 }
 
-/* The value of URL part i for the current shaped record, or NULL with
-** *pzWhy set. */
-static const char *cr_placeholder_value(cr_records *p, int i, int iCol, char **pzWhy) {
+/* The value of URL part i for the current shaped record (*pn bytes, which
+** may include NUL), or NULL with *pzWhy set. */
+static const char *cr_placeholder_value(cr_records *p, int i, int iCol, int *pn, char **pzWhy) {
   const cr_url_part *pPart = &p->pDest->aUrlPart[i];
   const char *zType = (const char *)sqlite3_column_text(p->pShape, iCol);
-  if (zType && (strcmp(zType, "true") == 0 || strcmp(zType, "false") == 0)) return zType;
+  const char *zPrefix = pPart->recordOnly ? "record." : "";
+  if (zType && (strcmp(zType, "true") == 0 || strcmp(zType, "false") == 0)) {
+    *pn = (int)strlen(zType);
+    return zType;
+  }
   if (zType && strcmp(zType, "object") != 0 && strcmp(zType, "array") != 0 &&
       strcmp(zType, "null") != 0) {
-    return (const char *)sqlite3_column_text(p->pShape, iCol + 1);
+    const char *z = (const char *)sqlite3_column_text(p->pShape, iCol + 1);
+    *pn = sqlite3_column_bytes(p->pShape, iCol + 1);
+    return z;
   }
   if (zType && (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0)) {
-    *pzWhy = sqlite3_mprintf("URL placeholder {%s%s}: attribute \"%s\" is a JSON %s",
-                             pPart->recordOnly ? "record." : "", pPart->zText, pPart->zText, zType);
+    *pzWhy = sqlite3_mprintf("URL placeholder {%s%s}: attribute \"%s\" is a JSON %s", zPrefix,
+                             pPart->zText, pPart->zText, zType);
     return 0;
   }
-  if (p->azParam[i]) return p->azParam[i];
-  *pzWhy =
-      sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s",
-                      pPart->recordOnly ? "record." : "", pPart->zText, pPart->zText,
-                      zType ? "NULL" : "missing", pPart->recordOnly ? "" : " and params has none");
+  if (p->azParam[i]) {
+    *pn = (int)strlen(p->azParam[i]);
+    return p->azParam[i];
+  }
+  *pzWhy = sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s", zPrefix,
+                           pPart->zText, pPart->zText, zType ? "NULL" : "missing",
+                           pPart->recordOnly ? "" : " and params has none");
   return 0;
 }
 
@@ -496,8 +557,9 @@ static void cr_url_expand(cr_records *p, cr_record *pRec) {
     if (!d->aUrlPart[i].isPlaceholder) {
       sqlite3_str_appendall(pUrl, d->aUrlPart[i].zText);
     } else {
-      const char *zVal = cr_placeholder_value(p, i, iCol, &zWhy);
-      if (zVal) cr_percent_encode(pUrl, zVal);
+      int nVal = 0;
+      const char *zVal = cr_placeholder_value(p, i, iCol, &nVal, &zWhy);
+      if (zVal) cr_percent_encode(pUrl, zVal, nVal);
       iCol += 2;
     }
   }

@@ -119,8 +119,11 @@ static int cr_run_delivered(cr_run *pRun, const cr_request *pReq, sqlite3_int64 
                             pReq->zRecordHashes, iId, pzErr);
 }
 
-/* Ends a job: writes its outcome, counts it and queues its row. */
-static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, char **pzErr) {
+/* Ends a job: writes its outcome and queues its row; bCount says whether
+** its records are counted under zState (not for a split batch, whose
+** records are counted through its halves). */
+static int cr_job_finish(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, int bCount,
+                         char **pzErr) {
   cr_outcome *pOut = sqlite3_malloc(sizeof(*pOut));
   cr_xfer *pX = &pJob->x;
   int rc = pOut ? SQLITE_OK : SQLITE_NOMEM;
@@ -143,7 +146,7 @@ static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zErr
     if (rc == SQLITE_OK && strcmp(zState, "ok") == 0) {
       rc = cr_run_delivered(pRun, pOut->pReq, pOut->iResponseId, pzErr);
     }
-    cr_run_count(pRun, zState, pOut->pReq->nRecords);
+    if (bCount) cr_run_count(pRun, zState, pOut->pReq->nRecords);
     cr_run_push(pRun, pOut);
   } else {
     sqlite3_free(zError);
@@ -152,6 +155,11 @@ static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zErr
   cr_request_free(pJob->pReq);
   sqlite3_free(pJob);
   return rc;
+}
+
+/* Ends a job: writes its outcome, counts its records and queues its row. */
+static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, char **pzErr) {
+  return cr_job_finish(pRun, pJob, zState, zError, 1, pzErr);
 }
 
 /* An invalid record: its row, never a request. */
@@ -240,13 +248,11 @@ static int cr_job_bisect(cr_run *pRun, cr_job *pJob, char *zWhy, char **pzErr) {
     sqlite3_free(zWhy);
     return rc;
   }
-  /* Its records are counted by the halves' outcomes, not here. */
-  pJob->pReq->nRecords = 0;
-  return cr_job_end(pRun, pJob, "failed",
-                    sqlite3_mprintf("%s; batch split in two to isolate the rejected records", zWhy),
-                    pzErr) == SQLITE_OK
-             ? (sqlite3_free(zWhy), SQLITE_OK)
-             : (sqlite3_free(zWhy), SQLITE_ERROR);
+  rc = cr_job_finish(
+      pRun, pJob, "failed",
+      sqlite3_mprintf("%s; batch split in two to isolate the rejected records", zWhy), 0, pzErr);
+  sqlite3_free(zWhy);
+  return rc;
 }
 
 /* Decides what a finished transfer means. */
@@ -510,14 +516,16 @@ static int cr_run_wait(cr_run *pRun, int msWait, char **pzErr) {
 /* Cuts off the transfers still in flight after an interrupt. */
 static int cr_run_abort_flying(cr_run *pRun, char **pzErr) {
   int rc = SQLITE_OK;
-  while (pRun->pFlying && rc == SQLITE_OK) {
+  while (pRun->pFlying) {
     cr_job *pJob = pRun->pFlying;
     int idem = cr_method_idempotent(pJob->pReq->eMethod);
+    int rc2;
     pRun->pFlying = pJob->pNext;
     pRun->nFlying--;
     cr_http_abort(pRun->pConn->pHttp, &pJob->x);
-    rc = cr_job_end(pRun, pJob, pJob->x.reachedServer && !idem ? "unknown" : "failed",
-                    sqlite3_mprintf("run interrupted while the request was in flight"), pzErr);
+    rc2 = cr_job_end(pRun, pJob, pJob->x.reachedServer && !idem ? "unknown" : "failed",
+                     sqlite3_mprintf("run interrupted while the request was in flight"), pzErr);
+    if (rc == SQLITE_OK) rc = rc2; /* the first error; every job is still freed */
   }
   return rc;
 }
@@ -526,14 +534,15 @@ static int cr_run_abort_flying(cr_run *pRun, char **pzErr) {
 ** is its outcome; a half never sent gets no row (a re-run sends it). */
 static int cr_run_drop_queue(cr_run *pRun, char **pzErr) {
   int rc = SQLITE_OK;
-  while (pRun->pQueue && rc == SQLITE_OK) {
+  while (pRun->pQueue) {
     cr_job *pJob = pRun->pQueue;
     pRun->pQueue = pJob->pNext;
     if (pJob->iResponseId) {
-      rc = cr_job_end(
+      int rc2 = cr_job_end(
           pRun, pJob, "failed",
           sqlite3_mprintf("not retried: the run was stopped after %d attempts", pJob->nAttempts),
           pzErr);
+      if (rc == SQLITE_OK) rc = rc2;
     } else {
       cr_request_free(pJob->pReq);
       sqlite3_free(pJob);
@@ -569,31 +578,50 @@ static sqlite3_int64 cr_run_next_due(cr_run *pRun) {
   return t;
 }
 
-/* True when every record has its outcome. */
-static int cr_run_idle(cr_run *pRun) {
-  return pRun->pipelineDone && pRun->nFlying == 0 && pRun->pQueue == 0;
+/* True when nothing more will happen: every record has its outcome, or
+** the run is stopping and nothing is in flight. */
+static int cr_run_over(cr_run *pRun) {
+  if (pRun->nFlying > 0) return 0;
+  return pRun->stopping || (pRun->pipelineDone && pRun->pQueue == 0);
 }
+
+/* Sleeps until something queued is due (a retry's backoff, a 429 pause,
+** quota), at most CR_POLL_MS so that interrupts are noticed. */
+static int cr_run_doze(cr_run *pRun, char **pzErr) {
+  sqlite3_int64 msSleep = cr_run_next_due(pRun) - cr_now_ms();
+  int rc = cr_store_flush(pRun->pStore, pzErr);
+  if (msSleep > CR_POLL_MS) msSleep = CR_POLL_MS;
+  if (msSleep < 1) msSleep = 1;
+  sqlite3_sleep((int)msSleep);
+  return rc;
+}
+
+static int cr_run_end(cr_run *pRun, char **pzErr);
 
 int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
   int rc = SQLITE_OK;
   *ppOut = 0;
-  while (rc == SQLITE_OK && pRun->pHead == 0 && !(cr_run_idle(pRun) || pRun->stopping)) {
-    if (cr_check_interrupt(pRun->pConn->db) == SQLITE_INTERRUPT) {
+  while (rc == SQLITE_OK && pRun->pHead == 0 && !cr_run_over(pRun)) {
+    if (!pRun->stopping && cr_check_interrupt(pRun->pConn->db) == SQLITE_INTERRUPT) {
       rc = cr_run_stop(pRun, "interrupted", pzErr);
       break;
     }
-    rc = cr_run_fill(pRun, pzErr);
+    if (!pRun->stopping) rc = cr_run_fill(pRun, pzErr);
     if (rc != SQLITE_OK || pRun->pHead) break;
     if (pRun->nFlying > 0) {
       rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
-    } else if (!cr_run_idle(pRun) && !pRun->stopping) {
-      /* Everything waits: for a retry's backoff, a 429 pause or quota. */
-      sqlite3_int64 msSleep = cr_run_next_due(pRun) - cr_now_ms();
-      if (msSleep > CR_POLL_MS || msSleep <= 0) msSleep = msSleep <= 0 ? 1 : CR_POLL_MS;
-      rc = cr_store_flush(pRun->pStore, pzErr);
-      sqlite3_sleep((int)msSleep);
+    } else if (!pRun->stopping) {
+      rc = cr_run_doze(pRun, pzErr);
     }
     cr_run_progress(pRun, 0);
+  }
+  if (rc == SQLITE_OK && pRun->pHead == 0) {
+    rc = cr_run_drop_queue(pRun, pzErr);
+    if (rc == SQLITE_OK) rc = cr_run_end(pRun, pzErr);
+  }
+  if (rc != SQLITE_OK && !pRun->stopping) {
+    pRun->stopping = 1;
+    pRun->zStatus = "error";
   }
   if (pRun->pHead) {
     *ppOut = pRun->pHead;
@@ -671,14 +699,18 @@ void cr_run_close(cr_run *pRun) {
   char *zErr = 0;
   if (pRun == 0) return;
   if (pRun->pStore && pRun->iRun && !pRun->ended) {
-    if (!cr_run_idle(pRun) && !pRun->stopping) {
-      /* Finish what is in flight without a deadline: nothing is forgotten. */
+    /* The caller stopped reading (LIMIT) or an error ended the statement:
+    ** start nothing new, but finish and record what is in flight. */
+    if (cr_check_interrupt(pRun->pConn->db) == SQLITE_INTERRUPT) {
+      cr_run_stop(pRun, "interrupted", &zErr); /* Ctrl-C between two rows */
+    } else if (!pRun->stopping) {
       pRun->stopping = 1;
       pRun->zStatus = "interrupted";
-      while (pRun->nFlying > 0 && cr_run_wait(pRun, CR_POLL_MS, &zErr) == SQLITE_OK) {
-      }
-      cr_run_drop_queue(pRun, &zErr);
     }
+    while (pRun->nFlying > 0 && cr_run_wait(pRun, CR_POLL_MS, &zErr) == SQLITE_OK) {
+    }
+    cr_run_abort_flying(pRun, &zErr);
+    cr_run_drop_queue(pRun, &zErr);
     cr_run_end(pRun, &zErr);
   }
   while (pRun->pHead) {
@@ -686,8 +718,6 @@ void cr_run_close(cr_run *pRun) {
     pRun->pHead = p->pNext;
     cr_outcome_free(p);
   }
-  cr_run_abort_flying(pRun, &zErr);
-  cr_run_drop_queue(pRun, &zErr);
   sqlite3_free(zErr);
   cr_pipeline_close(pRun->pPipe);
   cr_store_close(pRun->pStore);

@@ -72,11 +72,12 @@ static int cr_send_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   cr_send_cursor *pCur = (cr_send_cursor *)cur;
   cr_conn *pConn = ((cr_tvf *)cur->pVtab)->pConn;
   char *zErr = 0;
-  int rc;
-  (void)idxNum, (void)idxStr, (void)argc;
+  const char *azArg[2] = {0, 0};
+  int rc = cr_tvf_args(cur, idxNum, argv, azArg);
+  (void)idxStr, (void)argc;
   cr_send_reset(pCur);
-  rc = cr_run_open(pConn, (const char *)sqlite3_value_text(argv[0]), "send",
-                   (const char *)sqlite3_value_text(argv[1]), 0, &pCur->pRun, &zErr);
+  if (rc != SQLITE_OK) return rc;
+  rc = cr_run_open(pConn, azArg[0], "send", azArg[1], 0, &pCur->pRun, &zErr);
   if (rc != SQLITE_OK) return cr_tvf_error(cur, zErr, rc);
   pCur->base.iRowid = 0;
   return cr_send_next(cur);
@@ -129,7 +130,8 @@ static int cr_send_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i)
 }
 
 static const cr_tvf_def cr_send_def = {
-    "callrail_send", CR_SEND_SCHEMA, sizeof(cr_send_cursor), CR_SEND_DESTINATION, 2, 2};
+    "callrail_send",         CR_SEND_SCHEMA, sizeof(cr_send_cursor), CR_SEND_DESTINATION, 2, 2,
+    {"destination", "query"}};
 static sqlite3_module cr_send_module = CR_TVF_MODULE(cr_send);
 
 int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -62,12 +62,15 @@ static const char cr_sql_delivered[] =
     " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
     " response_id=excluded.response_id, delivered_at=excluded.delivered_at";
 
-/* True if the store may use its own connection to db's file. */
+/* True if the store may use its own connection to db's file: the file is
+** in WAL mode (a rollback journal would block the second writer while the
+** user's statement reads).  A read transaction of the user's is no
+** obstacle in WAL mode. */
 static int cr_store_can_own(sqlite3 *db) {
   const char *zFile = sqlite3_db_filename(db, "main");
   sqlite3_stmt *pStmt = 0;
   int isWal = 0;
-  if (zFile == 0 || zFile[0] == 0 || !sqlite3_get_autocommit(db)) return 0;
+  if (zFile == 0 || zFile[0] == 0) return 0;
   if (sqlite3_prepare_v2(db, "PRAGMA main.journal_mode", -1, &pStmt, 0) == SQLITE_OK &&
       sqlite3_step(pStmt) == SQLITE_ROW) {
     isWal = sqlite3_stricmp((const char *)sqlite3_column_text(pStmt, 0), "wal") == 0;
@@ -76,8 +79,23 @@ static int cr_store_can_own(sqlite3 *db) {
   return isWal;
 }
 
+/* A transaction of the user's that has written holds the file's write
+** lock: a second writer would wait for it forever, and writing audit rows
+** into it would let a ROLLBACK (or an interrupt, which rolls it back) erase
+** the record of requests that were sent.  So that case is refused. */
+static int cr_store_check_txn(sqlite3 *db, char **pzErr) {
+  if (sqlite3_txn_state(db, "main") == SQLITE_TXN_WRITE) {
+    cr_set_error(pzErr, "this connection has an open transaction with uncommitted writes; "
+                        "COMMIT (or ROLLBACK) it first, so that the audit rows of the requests "
+                        "sent cannot be rolled back with it");
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
+}
+
 static int cr_store_connect(cr_store *p, sqlite3 *db, char **pzErr) {
-  int rc;
+  int rc = cr_store_check_txn(db, pzErr);
+  if (rc != SQLITE_OK) return rc;
   if (!cr_store_can_own(db)) {
     p->db = db;
     return SQLITE_OK;
@@ -160,10 +178,19 @@ int cr_store_flush_stale(cr_store *p, int ms, char **pzErr) {
   return p->inTxn && cr_now_ms() - p->tTxn >= ms ? cr_store_flush(p, pzErr) : SQLITE_OK;
 }
 
-/* Steps a write statement and resets it; an error names zWhat. */
+/* Steps a write statement and resets it; an error names zWhat.
+**
+** On the user's connection (in-memory databases), nothing can be written
+** once the user interrupted it: the write is skipped, and the rows stay as
+** they were (a pending row becomes unknown when the next run recovers the
+** dead run), rather than failing every step of the shutdown. */
 static int cr_store_step(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, char **pzErr) {
   int rc = cr_store_begin(p, pzErr);
   if (rc != SQLITE_OK) return rc;
+  if (!p->ownsDb && cr_check_interrupt(p->db) == SQLITE_INTERRUPT) {
+    sqlite3_clear_bindings(pStmt);
+    return SQLITE_OK;
+  }
   rc = sqlite3_step(pStmt);
   sqlite3_reset(pStmt);
   sqlite3_clear_bindings(pStmt);

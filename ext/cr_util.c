@@ -66,3 +66,16 @@ int cr_check_interrupt(sqlite3 *db) {
   sqlite3_finalize(pStmt);
   return rc == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_OK;
 }
+
+const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr) {
+  switch (sqlite3_value_type(pVal)) {
+  case SQLITE_NULL:
+    cr_set_error(pzErr, "%s is NULL", zWhat);
+    return 0;
+  case SQLITE_BLOB:
+    cr_set_error(pzErr, "%s is a BLOB; expected text", zWhat);
+    return 0;
+  default:
+    return (const char *)sqlite3_value_text(pVal);
+  }
+}

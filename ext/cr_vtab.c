@@ -69,7 +69,7 @@ int cr_tvf_error(sqlite3_vtab_cursor *cur, char *zErr, int rc) {
 /*
 ** The arguments are EQ constraints on the hidden columns.  idxNum bit i
 ** says argument i is present; xFilter's argv[] holds the present ones in
-** order.  A required argument that is missing is an error naming it.
+** order.
 */
 int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
   const cr_tvf_def *pDef = ((cr_tvf *)pVtab)->pDef;
@@ -83,20 +83,32 @@ int cr_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
     aIdx[iHidden] = i;
   }
   for (i = 0; i < pDef->nHidden; i++) {
-    if (aIdx[i] < 0) {
-      if (i < pDef->nRequired) {
-        cr_set_error(&pVtab->zErrMsg, "%s: argument %d is missing", pDef->zName, i + 1);
-        return SQLITE_ERROR;
-      }
-      continue;
-    }
+    if (aIdx[i] < 0) continue;
     idxNum |= 1 << i;
     pInfo->aConstraintUsage[aIdx[i]].argvIndex = ++n;
     pInfo->aConstraintUsage[aIdx[i]].omit = 1;
   }
   pInfo->idxNum = idxNum;
-  pInfo->estimatedCost = 1000;
-  pInfo->estimatedRows = 1000;
+  /* A plan without the required arguments is a last resort (a WHERE with
+  ** OR makes SQLite try some); if chosen, xFilter names what is missing. */
+  i = (idxNum & ((1 << pDef->nRequired) - 1)) == (1 << pDef->nRequired) - 1;
+  pInfo->estimatedCost = i ? 1000 : 1e300;
+  pInfo->estimatedRows = i ? 1000 : 2147483647;
+  return SQLITE_OK;
+}
+
+int cr_tvf_args(sqlite3_vtab_cursor *cur, int idxNum, sqlite3_value **argv, const char **azText) {
+  const cr_tvf_def *pDef = ((cr_tvf *)cur->pVtab)->pDef;
+  char *zErr = 0;
+  int i;
+  for (i = 0; i < pDef->nRequired; i++) {
+    if ((idxNum & (1 << i)) == 0) {
+      zErr = sqlite3_mprintf("argument %d (%s) is missing", i + 1, pDef->azArg[i]);
+      return cr_tvf_error(cur, zErr, SQLITE_ERROR);
+    }
+    azText[i] = cr_arg_text(argv[i], pDef->azArg[i], &zErr);
+    if (azText[i] == 0) return cr_tvf_error(cur, zErr, SQLITE_ERROR);
+  }
   return SQLITE_OK;
 }
 

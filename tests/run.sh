@@ -20,8 +20,8 @@ summary=""
 count() {
   name=$1
   line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$2" | tail -n 1)
-  p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/')
-  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  p=$(echo "$line" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+')
+  f=$(echo "$line" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+')
   if [ -z "$line" ]; then p=0; f=1; fi
   if [ "$3" != 0 ] && [ "$f" = 0 ]; then f=1; fi
   total_pass=$((total_pass + p))
