@@ -171,7 +171,7 @@ static const cr_tvf_def cr_accounts_def = {"callrail_accounts",
                                            CR_ACCOUNTS_CREDENTIAL,
                                            1,
                                            1,
-                                           {"credential"}};
+                                           {"credential name"}};
 static sqlite3_module cr_accounts_module = CR_TVF_MODULE(cr_accounts);
 
 int cr_register_accounts(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -908,6 +908,33 @@ static int cfg_dest_new(cfg_ctx *p) {
   return pDest->zName ? SQLITE_OK : cfg_nomem(p);
 }
 
+/* Where z has the JSON escape \u0000 (its backslash not itself escaped),
+** or NULL. */
+static const char *cfg_escaped_nul(const char *z) {
+  const char *zAt;
+  for (zAt = strstr(z, "\\u0000"); zAt; zAt = strstr(zAt + 1, "\\u0000")) {
+    int nSlash = 0;
+    while (zAt - nSlash > z && zAt[-nSlash - 1] == '\\')
+      nSlash++;
+    if (nSlash % 2 == 0) return zAt;
+  }
+  return 0;
+}
+
+/* Values are checked for an escaped NUL key by key; a key NAME with one
+** would have been read cut short at it (SQLite 3.40's json_each), so the
+** raw text is checked too, once the rest is known to be good. */
+static int cfg_nul_in_names(cfg_ctx *p, const char *zConfig) {
+  const char *zAt = cfg_escaped_nul(zConfig);
+  const char *zStart, *zEnd;
+  if (zAt == 0) return SQLITE_OK;
+  for (zStart = zAt; zStart > zConfig && zStart[-1] != '"'; zStart--) {
+  }
+  zEnd = strchr(zAt + 6, '"');
+  return cfg_error(p, "key name \"%.*s\" holds an escaped NUL character (\\u0000)",
+                   (int)((zEnd ? zEnd : zAt + 6) - zStart), zStart);
+}
+
 /* The config must be valid JSON, and an object. */
 static int cfg_document(cfg_ctx *p, const char *zConfig) {
   sqlite3_stmt *pStmt = 0;
@@ -955,6 +982,7 @@ int cr_dest_parse(sqlite3 *db, const char *zName, const char *zConfig, cr_dest *
   if (rc == SQLITE_OK) rc = cfg_document(&ctx, zConfig);
   if (rc == SQLITE_OK) rc = cfg_object(&ctx, zConfig, 0, &obj);
   if (rc == SQLITE_OK) rc = cfg_finish(&ctx, &obj);
+  if (rc == SQLITE_OK) rc = cfg_nul_in_names(&ctx, zConfig);
   if (rc == SQLITE_OK) {
     *ppDest = ctx.pDest;
   } else {

@@ -324,9 +324,13 @@ typedef struct cr_store cr_store;
 int cr_pacer_new(const cr_dest *pDest, cr_pacer **pp);
 void cr_pacer_free(cr_pacer *p);
 /* *pmsWait receives 0 when a request to zUrl may start now (it is then
-** counted), else how many ms to wait before asking again. */
+** counted, at *ptAdmitted), else how many ms to wait before asking again. */
 int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
-                   sqlite3_int64 *pmsWait, char **pzErr);
+                   sqlite3_int64 *pmsWait, sqlite3_int64 *ptAdmitted, char **pzErr);
+/* Counts an admitted request at the moment its answer arrived instead:
+** the server counted it at some moment in between, and network and server
+** delays vary, so only the later moment is safe to slide windows from. */
+void cr_pacer_restamp(cr_pacer *p, int eMethod, const char *zUrl, sqlite3_int64 tAdmitted);
 
 /* ------------------------------------------------------------------------
 ** The sending engine (cr_run.c)

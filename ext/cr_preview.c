@@ -158,7 +158,7 @@ static const cr_tvf_def cr_preview_def = {"callrail_preview",
                                           CR_PREVIEW_DESTINATION,
                                           3,
                                           2,
-                                          {"destination", "query", "limit"}};
+                                          {"destination name", "query", "limit"}};
 static sqlite3_module cr_preview_module = CR_TVF_MODULE(cr_preview);
 
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -219,13 +219,19 @@ static int cr_bucket_load(cr_bucket *b, cr_store *pStore, char **pzErr) {
                         tNow - cr_window_span[CR_WINDOW_DAY], cr_bucket_count, b, pzErr);
 }
 
-static int cr_pacer_bucket(cr_pacer *p, cr_store *pStore, const char *zBucket, const char *zClass,
-                           int ownClass, cr_bucket **ppB, char **pzErr) {
+/* The bucket of (zBucket, zClass) if it exists. */
+static cr_bucket *cr_pacer_find(cr_pacer *p, const char *zBucket, const char *zClass) {
   cr_bucket *b;
-  int rc = SQLITE_OK;
   for (b = p->pBuckets; b; b = b->pNext) {
     if (strcmp(b->zBucket, zBucket) == 0 && strcmp(b->zClass, zClass) == 0) break;
   }
+  return b;
+}
+
+static int cr_pacer_bucket(cr_pacer *p, cr_store *pStore, const char *zBucket, const char *zClass,
+                           int ownClass, cr_bucket **ppB, char **pzErr) {
+  cr_bucket *b = cr_pacer_find(p, zBucket, zClass);
+  int rc = SQLITE_OK;
   if (b == 0) {
     b = cr_bucket_new(p->pDest, zBucket, zClass, ownClass);
     if (b == 0) return SQLITE_NOMEM;
@@ -260,8 +266,36 @@ void cr_pacer_free(cr_pacer *p) {
   sqlite3_free(p);
 }
 
+/* Moves one request counted at tFrom to tTo (later), if tFrom is still
+** in the window. */
+static void cr_window_move(cr_window *w, sqlite3_int64 tFrom, sqlite3_int64 tTo) {
+  sqlite3_int64 iFrom = tFrom / w->slotMs;
+  if (w->limit == 0) return;
+  cr_window_advance(w, tTo);
+  if (iFrom > w->iHead - w->nSlot && w->aCount[iFrom % w->nSlot] > 0) {
+    w->aCount[iFrom % w->nSlot]--;
+    w->nSum--;
+  }
+  cr_window_add(w, tTo);
+}
+
+void cr_pacer_restamp(cr_pacer *p, int eMethod, const char *zUrl, sqlite3_int64 tAdmitted) {
+  cr_quota_key q;
+  sqlite3_int64 tNow = cr_wall_ms();
+  const char *azClass[2] = {"general", 0};
+  int i, j;
+  cr_quota_key_of(eMethod, zUrl, &q);
+  azClass[1] = strcmp(q.zClass, "general") ? q.zClass : 0;
+  for (i = 0; q.zBucket && tNow > tAdmitted && i < 2 && azClass[i]; i++) {
+    cr_bucket *b = cr_pacer_find(p, q.zBucket, azClass[i]);
+    for (j = 0; b && j < CR_N_WINDOW; j++)
+      cr_window_move(&b->aWin[j], tAdmitted, tNow);
+  }
+  cr_quota_key_clear(&q);
+}
+
 int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
-                   sqlite3_int64 *pmsWait, char **pzErr) {
+                   sqlite3_int64 *pmsWait, sqlite3_int64 *ptAdmitted, char **pzErr) {
   cr_quota_key q;
   cr_bucket *aB[2] = {0, 0};
   sqlite3_int64 tNow = cr_wall_ms();
@@ -284,6 +318,7 @@ int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
   for (i = 0; rc == SQLITE_OK && msWait == 0 && i < 2 && aB[i]; i++) {
     cr_bucket_count(aB[i], tNow);
   }
+  *ptAdmitted = tNow;
   cr_quota_key_clear(&q);
   *pmsWait = msWait;
   return rc;

@@ -33,7 +33,8 @@ SQLITE_EXTENSION_INIT3
 
 /* Columns of the shaper statement, after the body (column 0). */
 #define CR_SHAPE_BODY 0
-#define CR_SHAPE_PLACE 1 /* two columns per placeholder: type, value */
+#define CR_SHAPE_PLACE 1 /* then per placeholder: type, value, NUL flag */
+#define CR_SHAPE_PER_PLACE 3
 
 struct cr_records {
   sqlite3 *db;
@@ -222,48 +223,72 @@ static int cr_path_check(const cr_dest *pDest, const char *zName, const char *zK
   return SQLITE_OK;
 }
 
+/* Appends f(?1, path1, path2, ...) for the attributes azName, nested or
+** concatenated by CR_BUILD_CHUNK (SQLite limits a function's arguments):
+** zJoin NULL nests f (json_remove), else joins the chunks with it. */
+static int cr_shape_multi(const cr_dest *d, sqlite3_str *pSql, const char *zFunc, const char *zJoin,
+                          char **azName, int nName, const char *zKey, char **pzErr) {
+  int i, rc = SQLITE_OK;
+  if (zJoin == 0) {
+    for (i = CR_BUILD_CHUNK; i < nName; i += CR_BUILD_CHUNK)
+      sqlite3_str_appendf(pSql, "%s(", zFunc);
+    sqlite3_str_appendf(pSql, "%s(?1", zFunc);
+  } else {
+    sqlite3_str_appendf(pSql, "%s(", zFunc);
+  }
+  for (i = 0; rc == SQLITE_OK && i < nName; i++) {
+    rc = cr_path_check(d, azName[i], zKey, pzErr);
+    if (i > 0 && i % CR_BUILD_CHUNK == 0) {
+      sqlite3_str_appendf(pSql, zJoin ? ") %s %s(" : "), ", zJoin, zFunc);
+    } else if (zJoin == 0 || i > 0) {
+      sqlite3_str_appendall(pSql, ", ");
+    }
+    sqlite3_str_appendf(pSql, zJoin ? "json_extract(?1,'$.\"%q\"')" : "'$.\"%q\"'", azName[i]);
+  }
+  sqlite3_str_appendall(pSql, ")");
+  return rc;
+}
+
 static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
   const cr_dest *d = p->pDest;
   sqlite3_str *pSql = sqlite3_str_new(0);
   int nOut = 1;
   int i, rc = SQLITE_OK;
 
+  sqlite3_str_appendall(pSql, "SELECT ");
   if (d->nExclude == 0) {
-    sqlite3_str_appendall(pSql, "SELECT ?1");
+    sqlite3_str_appendall(pSql, "?1");
   } else {
-    sqlite3_str_appendall(pSql, "SELECT json_remove(?1");
-    for (i = 0; rc == SQLITE_OK && i < d->nExclude; i++) {
-      rc = cr_path_check(d, d->azExclude[i], "exclude", pzErr);
-      sqlite3_str_appendf(pSql, ", '$.\"%q\"'", d->azExclude[i]);
-    }
-    sqlite3_str_appendall(pSql, ")");
+    rc = cr_shape_multi(d, pSql, "json_remove", 0, d->azExclude, d->nExclude, "exclude", pzErr);
   }
   for (i = 0; rc == SQLITE_OK && i < d->nUrlPart; i++) {
     const char *zName = d->aUrlPart[i].zText;
     if (!d->aUrlPart[i].isPlaceholder) continue;
     rc = cr_path_check(d, zName, "url", pzErr);
-    sqlite3_str_appendf(pSql, ", json_type(?1,'$.\"%q\"'), json_extract(?1,'$.\"%q\"')", zName,
-                        zName);
-    nOut += 2;
+    /* type, value, and whether the JSON text escapes a NUL, which
+    ** json_extract() of SQLite 3.40 would silently cut the value at */
+    sqlite3_str_appendf(pSql,
+                        ", json_type(?1,'$.\"%q\"'), json_extract(?1,'$.\"%q\"'),"
+                        " instr(?1 -> '$.\"%q\"', '\\u0000')",
+                        zName, zName, zName);
+    nOut += CR_SHAPE_PER_PLACE;
   }
   p->iShapeKey = -1;
   if (rc == SQLITE_OK && d->zKey) {
     rc = cr_path_check(d, d->zKey, "key", pzErr);
     sqlite3_str_appendf(pSql,
                         ", json_type(?1,'$.\"%q\"'), CAST(json_extract(?1,'$.\"%q\"') AS TEXT),"
-                        " json_quote(CAST(json_extract(?1,'$.\"%q\"') AS TEXT))",
-                        d->zKey, d->zKey, d->zKey);
+                        " json_quote(CAST(json_extract(?1,'$.\"%q\"') AS TEXT)),"
+                        " instr(?1 -> '$.\"%q\"', '\\u0000')",
+                        d->zKey, d->zKey, d->zKey, d->zKey);
     p->iShapeKey = nOut;
-    nOut += 3;
+    nOut += 4;
   }
   p->iShapeGroup = -1;
   if (rc == SQLITE_OK && d->nGroupAttr > 0) {
-    sqlite3_str_appendall(pSql, ", json_array(");
-    for (i = 0; rc == SQLITE_OK && i < d->nGroupAttr; i++) {
-      rc = cr_path_check(d, d->azGroupAttr[i], "batch.attributes", pzErr);
-      sqlite3_str_appendf(pSql, "%sjson_extract(?1,'$.\"%q\"')", i ? "," : "", d->azGroupAttr[i]);
-    }
-    sqlite3_str_appendall(pSql, ")");
+    sqlite3_str_appendall(pSql, ", ");
+    rc = cr_shape_multi(d, pSql, "json_array", "||", d->azGroupAttr, d->nGroupAttr,
+                        "batch.attributes", pzErr);
     p->iShapeGroup = nOut;
   }
   *pzSql = sqlite3_str_finish(pSql);
@@ -525,6 +550,11 @@ static const char *cr_placeholder_value(cr_records *p, int i, int iCol, int *pn,
     *pn = (int)strlen(zType);
     return zType;
   }
+  if (zType && sqlite3_column_int(p->pShape, iCol + 2) > 0) {
+    *pzWhy = sqlite3_mprintf("URL placeholder {%s%s}: attribute \"%s\" holds a NUL character",
+                             zPrefix, pPart->zText, pPart->zText);
+    return 0;
+  }
   if (zType && strcmp(zType, "object") != 0 && strcmp(zType, "array") != 0 &&
       strcmp(zType, "null") != 0) {
     const char *z = (const char *)sqlite3_column_text(p->pShape, iCol + 1);
@@ -560,7 +590,7 @@ static void cr_url_expand(cr_records *p, cr_record *pRec) {
       int nVal = 0;
       const char *zVal = cr_placeholder_value(p, i, iCol, &nVal, &zWhy);
       if (zVal) cr_percent_encode(pUrl, zVal, nVal);
-      iCol += 2;
+      iCol += CR_SHAPE_PER_PLACE;
     }
   }
   pRec->zUrl = sqlite3_str_finish(pUrl);
@@ -578,6 +608,10 @@ static int cr_record_key(cr_records *p, cr_record *pRec, char **pzErr) {
   }
   if (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0) {
     cr_record_invalid(pRec, sqlite3_mprintf("key \"%s\" is a JSON %s", p->pDest->zKey, zType));
+    return SQLITE_OK;
+  }
+  if (sqlite3_column_int(p->pShape, p->iShapeKey + 3) > 0) {
+    cr_record_invalid(pRec, sqlite3_mprintf("key \"%s\" holds a NUL character", p->pDest->zKey));
     return SQLITE_OK;
   }
   pRec->zKey = cr_strdup((const char *)sqlite3_column_text(p->pShape, p->iShapeKey + 1));

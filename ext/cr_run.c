@@ -46,6 +46,7 @@ struct cr_job {
   sqlite3_int64 iResponseId; /* its audit row; 0 until written */
   int nAttempts;
   sqlite3_int64 tNotBefore; /* monotonic ms of the next attempt */
+  sqlite3_int64 tAdmitted;  /* wall ms the pacer let it go */
   cr_xfer x;
   cr_job *pNext;
 };
@@ -259,6 +260,9 @@ static int cr_job_bisect(cr_run *pRun, cr_job *pJob, char *zWhy, char **pzErr) {
 static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
   const cr_dest *d = pRun->pDest;
   cr_xfer *pX = &pJob->x;
+  /* The server counted it somewhere between admission and now: from now
+  ** on, the pacer's windows slide from the latest moment it can have. */
+  cr_pacer_restamp(pRun->pPacer, pX->eMethod, pX->zUrl, pJob->tAdmitted);
   int st = pX->status;
   int idem = cr_method_idempotent(pJob->pReq->eMethod);
   int canRetry = pJob->nAttempts < d->maxAttempts && !pRun->stopping;
@@ -404,7 +408,7 @@ static void cr_queue_push(cr_run *pRun, cr_job *pJob, sqlite3_int64 msWait) {
 static int cr_run_admit(cr_run *pRun, cr_job *pJob, int *pOk, char **pzErr) {
   sqlite3_int64 msWait = 0;
   int rc = cr_pacer_admit(pRun->pPacer, pRun->pStore, pJob->pReq->eMethod, pJob->pReq->zUrl,
-                          &msWait, pzErr);
+                          &msWait, &pJob->tAdmitted, pzErr);
   *pOk = rc == SQLITE_OK && msWait == 0;
   if (rc == SQLITE_OK && msWait > 0) {
     cr_queue_push(pRun, pJob, msWait);

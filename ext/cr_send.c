@@ -129,9 +129,13 @@ static int cr_send_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i)
   return SQLITE_OK;
 }
 
-static const cr_tvf_def cr_send_def = {
-    "callrail_send",         CR_SEND_SCHEMA, sizeof(cr_send_cursor), CR_SEND_DESTINATION, 2, 2,
-    {"destination", "query"}};
+static const cr_tvf_def cr_send_def = {"callrail_send",
+                                       CR_SEND_SCHEMA,
+                                       sizeof(cr_send_cursor),
+                                       CR_SEND_DESTINATION,
+                                       2,
+                                       2,
+                                       {"destination name", "query"}};
 static sqlite3_module cr_send_module = CR_TVF_MODULE(cr_send);
 
 int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -329,6 +329,7 @@ static const char cr_sql_recover_rows[] =
 static const char cr_sql_recover_run[] =
     "UPDATE callrail_runs SET status='interrupted', finished_at=" CR_NOW ","
     " error='the process running it died',"
+    " records=(SELECT coalesce(sum(records),0) FROM callrail_responses WHERE run_id=?1),"
     " requests=(SELECT count(*) FROM callrail_responses WHERE run_id=?1 AND state<>'invalid'),"
     " ok=(SELECT coalesce(sum(records),0) FROM callrail_responses WHERE run_id=?1 AND state='ok'),"
     " failed=(SELECT coalesce(sum(records),0) FROM callrail_responses"
