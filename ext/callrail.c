@@ -101,10 +101,7 @@ static int cr_credential_source(cr_conn *pConn, const char *zName, const char *z
     *pzSource = zArg;
     return SQLITE_OK;
   }
-  if (zArg[0] == 0 || strpbrk(zArg, "\r\n\"") != 0) {
-    cr_set_error(pzErr, "credential \"%s\": the token is empty or holds a quote, CR or LF", zName);
-    return SQLITE_ERROR;
-  }
+  if (cr_token_check(zName, zArg, pzErr) != SQLITE_OK) return SQLITE_ERROR;
   *pzSource = "memory";
   return cr_memtoken_set(pConn, zName, zArg) ? SQLITE_OK : SQLITE_NOMEM;
 }

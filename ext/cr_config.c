@@ -287,7 +287,10 @@ static int cfg_member(cfg_ctx *p, const cfg_item *pItem, void *pArg) {
   int i = 0;
   while (i < pObj->nKey && strcmp(pObj->aKey[i].zKey, pItem->zKey) != 0)
     i++;
-  if (i == pObj->nKey) return cfg_error(p, "unknown key \"%s\"", pItem->zPath);
+  if (i == pObj->nKey) {
+    return cfg_error(p, "unknown key \"%.60s%s\"", pItem->zPath,
+                     strlen(pItem->zPath) > 60 ? "..." : "");
+  }
   pObj->seen |= 1u << i;
   return pObj->aKey[i].xHandler(p, pItem, &pObj->aKey[i]);
 }

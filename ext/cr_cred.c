@@ -270,8 +270,12 @@ static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSour
 }
 
 /* A key with a quote, CR or LF could forge headers: refuse it, unshown. */
-static int cr_token_check(const char *zCred, const char *zToken, char **pzErr) {
-  if (zToken[0] == 0 || strpbrk(zToken, "\"\r\n") || strlen(zToken) > CR_MAX_TOKEN) {
+int cr_token_check(const char *zCred, const char *zToken, char **pzErr) {
+  if (strlen(zToken) > CR_MAX_TOKEN) {
+    cr_set_error(pzErr, "credential \"%s\": the key is longer than %d bytes", zCred, CR_MAX_TOKEN);
+    return SQLITE_ERROR;
+  }
+  if (zToken[0] == 0 || strpbrk(zToken, "\"\r\n")) {
     cr_set_error(pzErr, "credential \"%s\": the key is empty or holds a quote, CR or LF", zCred);
     return SQLITE_ERROR;
   }
@@ -302,8 +306,12 @@ static int cr_cred_row(sqlite3 *db, const char *zName, cr_cred **ppCred, char **
       rc = SQLITE_NOMEM;
     } else {
       p->zName = cr_strdup(zName);
-      p->zApiBase = cr_strdup((const char *)sqlite3_column_text(pStmt, 1));
+      p->zApiBase = 0;
       p->zToken = 0;
+      /* The table may have been edited (or come with a file someone else
+      ** wrote): its api_base passes the same rules again before any use. */
+      rc = cr_api_base_normalize(zName, (const char *)sqlite3_column_text(pStmt, 1), &p->zApiBase,
+                                 pzErr);
       if (pzSource) *pzSource = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
       *ppCred = p;
     }

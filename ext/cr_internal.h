@@ -140,6 +140,9 @@ int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCre
 /* Loads only name and api_base, no secret (for previews). */
 int cr_cred_load_public(sqlite3 *db, const char *zName, cr_cred **ppCred, char **pzErr);
 void cr_cred_free(cr_cred *p);
+/* Refuses a key that is too long or could forge headers (quote, CR, LF),
+** with an error that does not show it. */
+int cr_token_check(const char *zCred, const char *zToken, char **pzErr);
 
 /* Validates an api_base (https, or http on loopback; no path, query or
 ** user info) and returns it normalised as scheme://host[:port]. */
