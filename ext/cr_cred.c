@@ -182,8 +182,9 @@ int cr_api_base_normalize(const char *zCred, const char *zBase, char **pzOut, ch
   cr_origin o;
   CURLU *pUrl = 0;
   int rc = SQLITE_ERROR;
-  if (strpbrk(zBase, "\r\n\t ") || cr_origin_parse(zBase, &o, &pUrl) != CURLUE_OK) {
-    cr_set_error(pzErr, "credential \"%s\": api_base \"%s\" is not a valid URL", zCred, zBase);
+  if (zBase == 0 || strpbrk(zBase, "\r\n\t ") || cr_origin_parse(zBase, &o, &pUrl) != CURLUE_OK) {
+    cr_set_error(pzErr, "credential \"%s\": api_base \"%s\" is not a valid URL", zCred,
+                 zBase ? zBase : "(NULL)");
     return SQLITE_ERROR;
   }
   if (!cr_api_base_bare(pUrl)) {
@@ -245,6 +246,10 @@ static int cr_token_from_file(const char *zCred, const char *zPath, char **pzTok
 
 static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSource, char **pzToken,
                             char **pzErr) {
+  if (zSource == 0) {
+    cr_set_error(pzErr, "credential \"%s\" has no source", zCred);
+    return SQLITE_ERROR;
+  }
   if (strncmp(zSource, "env:", 4) == 0) {
     const char *zVal = getenv(zSource + 4);
     if (zVal == 0 || zVal[0] == 0) {

@@ -71,6 +71,7 @@ struct cr_run {
   sqlite3_int64 tQuotaUntil; /* the pacer holds requests back until then */
   cr_pacer *pPacer;
   int ended;
+  int counted;              /* holds one of pConn->nRuns */
   sqlite3_int64 nRecovered; /* pending rows of dead runs made unknown */
   /* progress */
   int showProgress;
@@ -649,6 +650,15 @@ int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char
   memset(pRun, 0, sizeof(*pRun));
   pRun->pConn = pConn;
   pRun->tStart = cr_now_ms();
+  if (pConn->nRuns > 0) {
+    /* A run inside another's query would wait on the outer run's audit
+    ** transaction: refuse it. */
+    cr_set_error(pzErr, "callrail_send and callrail_test cannot run inside the query of another "
+                        "callrail_send on the same connection");
+    return SQLITE_ERROR;
+  }
+  pConn->nRuns++;
+  pRun->counted = 1;
   rc = cr_schema_ensure(pConn, pzErr);
   if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, zDest, &pRun->pDest, &active, pzErr);
   if (rc == SQLITE_OK && zJson == 0 && !active) {
@@ -723,6 +733,7 @@ void cr_run_close(cr_run *pRun) {
     cr_outcome_free(p);
   }
   sqlite3_free(zErr);
+  if (pRun->counted) pRun->pConn->nRuns--;
   cr_pipeline_close(pRun->pPipe);
   cr_store_close(pRun->pStore);
   cr_pacer_free(pRun->pPacer);
