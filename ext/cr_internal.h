@@ -165,6 +165,7 @@ struct cr_conn {
   int nRef;             /* functions and modules holding this state */
   cr_memtoken *pTokens; /* tokens registered in memory */
   cr_http *pHttp;       /* libcurl multi handle, created on first use */
+  int nRuns;            /* runs open on this connection (never nested) */
   int schemaReady;
 };
 
