@@ -926,16 +926,35 @@ static const char *cfg_escaped_nul(const char *z) {
 
 /* Values are checked for an escaped NUL key by key; a key NAME with one
 ** would have been read cut short at it (SQLite 3.40's json_each), so the
-** raw text is checked too, once the rest is known to be good. */
+** raw text is checked too, once the rest is known to be good.  The error
+** names the object holding that name: the deepest one whose text has it. */
 static int cfg_nul_in_names(cfg_ctx *p, const char *zConfig) {
+  sqlite3_stmt *pStmt = 0;
   const char *zAt = cfg_escaped_nul(zConfig);
   const char *zStart, *zEnd;
+  char *zName;
+  int rc;
   if (zAt == 0) return SQLITE_OK;
   for (zStart = zAt; zStart > zConfig && zStart[-1] != '"'; zStart--) {
   }
   zEnd = strchr(zAt + 6, '"');
-  return cfg_error(p, "key name \"%.*s\" holds an escaped NUL character (\\u0000)",
-                   (int)((zEnd ? zEnd : zAt + 6) - zStart), zStart);
+  zName = sqlite3_mprintf("%.*s", (int)((zEnd ? zEnd : zAt + 6) - zStart), zStart);
+  rc = cfg_prepare(p,
+                   "SELECT substr(fullkey, 3) FROM json_tree(?1) WHERE type='object'"
+                   " AND instr(value, '\\u0000') > 0 ORDER BY length(fullkey) DESC LIMIT 1",
+                   zConfig, &pStmt);
+  if (rc == SQLITE_OK) rc = cfg_step(p, pStmt);
+  if (rc == SQLITE_ROW && sqlite3_column_bytes(pStmt, 0) > 0) {
+    rc = cfg_error(p,
+                   "key \"%s\" has a member name holding an escaped NUL character (\\u0000): "
+                   "\"%.60s\"",
+                   sqlite3_column_text(pStmt, 0), zName);
+  } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+    rc = cfg_error(p, "key name \"%.60s\" holds an escaped NUL character (\\u0000)", zName);
+  }
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zName);
+  return rc;
 }
 
 /* The config must be valid JSON, and an object. */
