@@ -1,0 +1,110 @@
+# callrail_accounts(credential) (SPEC section 3): GET /v3/a.json, the
+# accounts an API key can see.
+#
+# Properties checked, against the fake's request log:
+#   - SELECT id, name, numeric_id returns exactly the fake's accounts that
+#     `test-token` can see, from GET /v3/a.json with the credential's token;
+#   - every page is read when there are more accounts than fit in one;
+#   - a wrong token is an SQL error naming 401;
+#   - an unknown or NULL credential is an SQL error naming it, and nothing
+#     is sent;
+#   - it writes no audit rows.
+import json
+
+ACC = "ACC0000000000000000000000000000001"
+
+
+# -- helpers (each test file carries its own copy) ------------------------------------------
+
+def split_output(out):
+    """The JSON arrays the shell printed in .mode json, and any other text."""
+    dec = json.JSONDecoder()
+    arrays, rest, i = [], [], 0
+    while i < len(out):
+        if out[i].isspace():
+            i += 1
+            continue
+        if out[i] == "[":
+            try:
+                obj, i = dec.raw_decode(out, i)
+                arrays.append(obj)
+                continue
+            except ValueError:
+                pass
+        j = out.find("\n", i)
+        j = len(out) if j < 0 else j + 1
+        rest.append(out[i:j])
+        i = j
+    return arrays, "".join(rest)
+
+
+def run(ctx, setup, query, cred=True, expect_error=False):
+    """Runs setup quietly, then query in JSON mode.  Returns (rows of the
+    query, other output).  Without expect_error any error text fails."""
+    script = (".output /dev/null\n" + (ctx.setup_credential() if cred else "") + setup +
+              ".output stdout\n.mode json\n" + query + "\n")
+    rc, out = ctx.sql(script, check=False)
+    arrays, rest = split_output(out)
+    if not expect_error:
+        assert rc == 0 and rest.strip() == "", "unexpected shell output (rc %d):\n%s" % (rc, out)
+    rows = [r for a in arrays for r in a]
+    return rows, rest
+
+
+def responses(ctx):
+    return ctx.rows("SELECT * FROM callrail_responses ORDER BY id")
+
+
+def runs(ctx):
+    return ctx.rows("SELECT * FROM callrail_runs ORDER BY run_id")
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+ACCOUNTS_Q = "SELECT id, name, numeric_id FROM callrail_accounts(%s);"
+
+
+def test_accounts_lists_the_accounts_the_token_can_see(ctx):
+    rows, _ = run(ctx, "", ACCOUNTS_Q % "'fake'")
+    assert rows == [{"id": ACC, "name": "Test Account", "numeric_id": 123456789}], rows
+    log = ctx.fake.log()
+    assert len(log) == 1, log
+    (e,) = log
+    assert (e["method"], e["path"], e["status"]) == ("GET", "/v3/a.json", 200)
+    assert e["headers"]["authorization"] == 'Token token="test-token"'
+    assert e["headers"]["accept"] == "application/json"
+    assert [a["id"] for a in json.loads(e["response"])["accounts"]] == [ACC]
+    assert responses(ctx) == [] and runs(ctx) == []
+
+
+def test_accounts_reads_every_page(ctx):
+    accounts = [{"id": "ACC%032d" % i, "name": "Account %d" % i, "numeric_id": 500000000 + i}
+                for i in range(1, 301)]
+    ctx.fake.config(accounts=accounts,
+                    tokens={"test-token": {"accounts": [a["id"] for a in accounts],
+                                           "admin": True}})
+    rows, _ = run(ctx, "", ACCOUNTS_Q % "'fake'")
+    assert rows == accounts, (len(rows), rows[:2])
+    log = ctx.fake.log()
+    assert [(e["path"], e["status"]) for e in log] == [("/v3/a.json", 200)] * 2, log
+    pages = [dict(p.split("=") for p in e["query"].split("&"))["page"] for e in log]
+    assert pages == ["1", "2"], pages
+    assert sum(len(json.loads(e["response"])["accounts"]) for e in log) == 300
+
+
+def test_accounts_with_a_wrong_token_is_an_sql_error_naming_401(ctx):
+    setup = ctx.setup_credential("bad", "wrong-token")
+    rows, rest = run(ctx, setup, ACCOUNTS_Q % "'bad'", expect_error=True)
+    assert rows == []
+    assert "error" in rest.lower() and "callrail_accounts" in rest and "401" in rest, rest
+    assert "wrong-token" not in rest
+    log = ctx.fake.log()
+    assert [(e["path"], e["status"]) for e in log] == [("/v3/a.json", 401)], log
+
+
+def test_accounts_of_an_unknown_or_null_credential_is_an_sql_error_naming_it(ctx):
+    rows, rest = run(ctx, "", ACCOUNTS_Q % "'nosuchcred'", expect_error=True)
+    assert rows == [] and "nosuchcred" in rest and "error" in rest.lower(), rest
+    rows, rest = run(ctx, "", ACCOUNTS_Q % "NULL", expect_error=True)
+    assert rows == [] and "error" in rest.lower() and "credential" in rest, rest
+    assert ctx.fake.log() == []
