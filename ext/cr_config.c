@@ -887,6 +887,7 @@ static const cfg_key cfg_aTopKey[] = {
     {"rate_limit", cfg_rate_limit, 0, 0, 0},
     {"on_quota", cfg_on_quota, 0, 0, 0},
     {"capture_responses", cfg_bool, 0, 0, offsetof(cr_dest, captureResponses)},
+    {"max_response_bytes", cfg_int, 1024, 1073741824, offsetof(cr_dest, maxResponseBytes)},
     {"progress", cfg_progress, 0, 0, 0},
 };
 
@@ -901,6 +902,7 @@ static int cfg_dest_new(cfg_ctx *p) {
   pDest->eGrouping = CR_GROUP_COUNT;
   pDest->concurrency = 4;
   pDest->timeoutMs = 30000;
+  pDest->maxResponseBytes = CR_DEFAULT_MAX_RESPONSE;
   pDest->connectTimeoutMs = 10000;
   pDest->maxAttempts = 5;
   pDest->baseDelayMs = 500;

@@ -23,8 +23,13 @@
 #define CR_VERSION "0.1.0"
 #define CR_USER_AGENT "callrail-sqlite/" CR_VERSION
 
-/* Response bodies larger than this are cut off with an error. */
+/* Response bodies larger than this are cut off with an error (the
+** destination's max_response_bytes). */
 #define CR_DEFAULT_MAX_RESPONSE (8 * 1024 * 1024)
+
+/* A request's URL and body may not be longer: the record is invalid. */
+#define CR_MAX_URL 8192
+#define CR_MAX_BODY (16 * 1024 * 1024)
 
 /* The default origin of every credential that names none. */
 #define CR_DEFAULT_API_BASE "https://api.callrail.com"
@@ -108,7 +113,8 @@ typedef struct cr_dest {
   sqlite3_int64 perSecond; /* -1: none */
   int onQuotaStop;         /* 0: wait, 1: stop */
   int captureResponses;
-  int progress; /* -1 auto, 0 off, 1 on */
+  int maxResponseBytes; /* larger response bodies are cut off, failing */
+  int progress;         /* -1 auto, 0 off, 1 on */
 } cr_dest;
 
 /* Parses and validates zConfig for destination zName.  Every key of SPEC

@@ -594,6 +594,14 @@ static void cr_url_expand(cr_records *p, cr_record *pRec) {
     }
   }
   pRec->zUrl = sqlite3_str_finish(pUrl);
+  if (zWhy == 0 && pRec->zUrl && strlen(pRec->zUrl) > CR_MAX_URL) {
+    zWhy = sqlite3_mprintf("its URL is %lld bytes, more than the limit of %d",
+                           (sqlite3_int64)strlen(pRec->zUrl), CR_MAX_URL);
+  }
+  if (zWhy == 0 && pRec->zBody && strlen(pRec->zBody) > CR_MAX_BODY) {
+    zWhy = sqlite3_mprintf("its body is %lld bytes, more than the limit of %d",
+                           (sqlite3_int64)strlen(pRec->zBody), CR_MAX_BODY);
+  }
   if (zWhy) cr_record_invalid(pRec, zWhy);
 }
 

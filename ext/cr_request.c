@@ -188,7 +188,8 @@ static int cr_batch_breaks(cr_batcher *p, const cr_record *pRec) {
       cr_batch_bytes(p, (sqlite3_int64)strlen(pRec->zBody)) > d->maxBytes) {
     return 1;
   }
-  return 0;
+  /* Whatever the grouping, no request body grows past CR_MAX_BODY. */
+  return cr_batch_bytes(p, (sqlite3_int64)strlen(pRec->zBody)) > CR_MAX_BODY;
 }
 
 static void cr_batch_append(cr_batcher *p, cr_record *pRec) {

@@ -342,6 +342,7 @@ static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
   pX->zBody = pJob->pReq->zBody;
   pX->pDest = pRun->pDest;
   pX->pCred = pRun->pCred;
+  pX->maxResponse = pRun->pDest->maxResponseBytes;
   pJob->nAttempts++;
   if (cr_http_start(pRun->pConn->pHttp, pX, &zErr) != SQLITE_OK) {
     /* Refused before leaving (e.g. the origin check): never retried. */
