@@ -95,7 +95,7 @@ static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *i
   if (rc != SQLITE_OK) return rc;
   pCur->nLimit =
       argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL ? sqlite3_value_int64(argv[2]) : -1;
-  if (pCur->nLimit < -1) pCur->nLimit = 0;
+  if (pCur->nLimit < 0) pCur->nLimit = -1; /* negative: no limit, as SQL's LIMIT */
   rc = cr_schema_ensure(pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, azArg[0], &pCur->pDest, 0, &zErr);
   if (rc == SQLITE_OK) rc = cr_cred_load_public(pConn->db, pCur->pDest->zCredential, &pCred, &zErr);

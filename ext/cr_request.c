@@ -220,13 +220,14 @@ static void cr_batch_append(cr_batcher *p, cr_record *pRec) {
 /* A record too large for any batch of `max_bytes` is invalid. */
 static void cr_batch_check_size(cr_batcher *p, cr_record *pRec) {
   const cr_dest *d = p->pDest;
-  sqlite3_int64 nBody;
+  sqlite3_int64 nAlone;
   if (d->eGrouping != CR_GROUP_BYTES || pRec->zError) return;
-  nBody = (sqlite3_int64)strlen(pRec->zBody);
-  if (nBody + 2 + (p->zWrapKey ? (sqlite3_int64)strlen(p->zWrapKey) + 3 : 0) > d->maxBytes) {
-    pRec->zError = sqlite3_mprintf("record %lld: its body is %lld bytes, more than "
-                                   "batch.max_bytes (%lld) allows",
-                                   pRec->iRow, nBody, d->maxBytes);
+  nAlone = (sqlite3_int64)strlen(pRec->zBody) + 2 +
+           (p->zWrapKey ? (sqlite3_int64)strlen(p->zWrapKey) + 3 : 0);
+  if (nAlone > d->maxBytes) {
+    pRec->zError = sqlite3_mprintf("record %lld: a request with this record alone would be %lld "
+                                   "bytes, more than batch.max_bytes (%lld)",
+                                   pRec->iRow, nAlone, d->maxBytes);
   }
 }
 
