@@ -1,0 +1,490 @@
+# Durability (SPEC section 6 "nothing is lost"): a request's `pending` row is
+# durable before it leaves; a dead run's rows are recovered by the next run of
+# the destination, a live run's are not; re-runs never POST a record twice.
+#
+# Properties checked (fake request log vs. callrail_responses/callrail_runs):
+#   - kill -9 of the shell mid-run (answers delayed 300 ms, concurrency 4,
+#     100 keyed records, killed after ~1.5 s): at most 4 rows are `pending`,
+#     every request the fake received has a row (bodies matched); the re-run
+#     turns those rows `unknown` (the error says why), marks the dead run
+#     `interrupted` with totals recounted from its rows, sends exactly the
+#     other records, and no body is POSTed twice; a third run still does not
+#     resend the unknown records; after the user sets them `failed`, a fourth
+#     run sends exactly them;
+#   - the same with a PUT destination: the unknown rows' records are sent
+#     again by the re-run (a PUT is idempotent), every company ends updated;
+#   - a live run in another process is not recovered: while A has requests in
+#     flight, B sends to the same destination; A's rows stay pending/ok and A
+#     ends `done` with all 40 ok;
+#   - callrail_send inside BEGIN ... COMMIT (after nothing or only reads)
+#     neither deadlocks nor loses rows; after ROLLBACK the rows of requests
+#     that left are still there; inside a transaction that holds the write
+#     lock (after an INSERT, or BEGIN IMMEDIATE) it is refused with an error
+#     naming the transaction, sends nothing and does not deadlock, and the
+#     user's transaction goes on;
+#   - an in-memory database (:memory:) sends, records and skips delivered keys.
+import json
+import os
+import signal
+import subprocess
+import time
+
+ACC = "ACC0000000000000000000000000000001"
+COMPANIES = "/v3/a/{account_id}/companies.json"
+COMPANY = "/v3/a/{account_id}/companies/{company_id}.json"
+NO_QUOTA = {"general": {"hour": None, "day": None, "minute": None, "second": None}}
+
+
+# -- helpers (each test file carries its own copy) ------------------------------------------
+
+def q(s):
+    """An SQL string literal."""
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def dest_sql(name, cfg, active=True, cred="fake"):
+    c = {"credential": cred}
+    c.update(cfg)
+    s = "SELECT callrail_destination(%s, %s);\n" % (q(name), q(json.dumps(c)))
+    if active:
+        s += "SELECT callrail_activate(%s);\n" % q(name)
+    return s
+
+
+def companies_dest(**extra):
+    cfg = {"url": COMPANIES, "params": {"account_id": ACC}, "retry": {"base_delay_ms": 10}}
+    cfg.update(extra)
+    return cfg
+
+
+def names_query(n, prefix="Shop", first=1):
+    """n records {"name": "<prefix> i"}, i = first..first+n-1, in order."""
+    return ("WITH RECURSIVE s(i) AS (SELECT %d UNION ALL SELECT i+1 FROM s WHERE i<%d) "
+            "SELECT '%s ' || i AS name FROM s ORDER BY i" % (first, first + n - 1, prefix))
+
+
+def names(n, prefix="Shop", first=1):
+    return ["%s %d" % (prefix, i) for i in range(first, first + n)]
+
+
+def split_output(out):
+    """The JSON arrays the shell printed in .mode json, and any other text."""
+    dec = json.JSONDecoder()
+    arrays, rest, i = [], [], 0
+    while i < len(out):
+        if out[i].isspace():
+            i += 1
+            continue
+        if out[i] == "[":
+            try:
+                obj, i = dec.raw_decode(out, i)
+                arrays.append(obj)
+                continue
+            except ValueError:
+                pass
+        j = out.find("\n", i)
+        j = len(out) if j < 0 else j + 1
+        rest.append(out[i:j])
+        i = j
+    return arrays, "".join(rest)
+
+
+def script_of(ctx, setup, query):
+    """A shell script: the credential and setup quietly, then query in JSON mode."""
+    return (".output /dev/null\n" + ctx.setup_credential() + setup +
+            ".output stdout\n.mode json\n" + query + "\n")
+
+
+def run(ctx, setup, query, expect_error=False, db=None):
+    """Runs setup quietly, then query in JSON mode.  Returns (rows of the
+    query, other output).  Without expect_error any error text fails."""
+    rc, out = ctx.sql(script_of(ctx, setup, query), db=db, check=False)
+    arrays, rest = split_output(out)
+    if not expect_error:
+        assert rc == 0 and rest.strip() == "", "unexpected shell output (rc %d):\n%s" % (rc, out)
+    rows = [r for a in arrays for r in a]
+    return rows, rest
+
+
+def send_query(dest, query):
+    return "SELECT * FROM callrail_send(%s, %s);" % (q(dest), q(query))
+
+
+def responses(ctx, db=None):
+    return ctx.rows("SELECT * FROM callrail_responses ORDER BY id", db=db)
+
+
+def runs(ctx, db=None):
+    return ctx.rows("SELECT * FROM callrail_runs ORDER BY run_id", db=db)
+
+
+def log_url(ctx, e):
+    return ctx.base + e["path"] + ("?" + e["query"] if e["query"] else "")
+
+
+def assert_run(run_row, **counts):
+    for k, v in counts.items():
+        assert run_row[k] == v, "run %s: %s is %r, expected %r (%r)" % (
+            run_row["run_id"], k, run_row[k], v, run_row)
+
+
+def body_name(body):
+    return json.loads(body)["name"]
+
+
+def post_bodies(log):
+    """Bodies of the POSTs CallRail may have acted on (a 429 is a refusal)."""
+    return [e["body"] for e in log if e["method"] == "POST" and e["status"] != 429]
+
+
+def assert_no_post_twice(log):
+    seen, twice = set(), []
+    for b in post_bodies(log):
+        if b in seen:
+            twice.append(b)
+        seen.add(b)
+    assert not twice, "POSTed more than once: %r" % twice
+
+
+def assert_run_counts_match_rows(run_row, table):
+    """The run's totals are those of its rows."""
+    mine = [t for t in table if t["run_id"] == run_row["run_id"]]
+
+    def total(state):
+        return sum(t["records"] for t in mine if t["state"] == state)
+    assert_run(run_row, requests=sum(1 for t in mine if t["state"] != "invalid"), ok=total("ok"),
+               failed=total("failed"), unknown=total("unknown"), invalid=total("invalid"))
+
+
+def check_audit(ctx, log, table, maybe_unsent=()):
+    """The fake's request log against callrail_responses, request for request.
+
+    - every request the fake received belongs to a row with the same method,
+      URL and body: nothing is lost;
+    - a row made exactly `attempts` requests; a `pending` row, a row cut off
+      by an interrupt, or a row in maybe_unsent (pending when its process
+      died) at most that many, since it may have been written just before the
+      request left;
+    - only a row's last request may have been a 2xx, unless an idempotent
+      request's answer came too late (timeout): no success is ever repeated;
+    - a row with a status has the status of its last request; an `ok` row's is
+      a 2xx; a `pending` or `unknown` row has none.
+    Returns {row id: [its log entries]}."""
+    maybe_unsent = set(maybe_unsent)
+    entries = {}
+    for e in sorted(log, key=lambda e: e["seq"]):
+        key = (e["method"], log_url(ctx, e), e["body"] if e["body"] != "" else None)
+        entries.setdefault(key, []).append(e)
+    rows = {}
+    for t in table:
+        if t["state"] != "invalid":
+            rows.setdefault((t["method"], t["url"], t["request_body"]), []).append(t)
+    lost = [k for k in entries if k not in rows]
+    assert not lost, "%d requests reached the fake without a row, e.g. %r" % (len(lost), lost[:3])
+    out = {}
+    for key, ts in rows.items():
+        es = entries.get(key, [])
+        # later rows own the later requests: walk both from the end
+        for t in sorted(ts, key=lambda t: -t["id"]):
+            short_ok = (t["state"] == "pending" or t["id"] in maybe_unsent or
+                        "interrupted" in (t["error"] or ""))
+            n = t["attempts"]
+            mine = es[-n:] if n else []
+            if short_ok and len(mine) < n:
+                pass
+            assert len(mine) == n or short_ok, (
+                "row %d (%s, attempts %d) has %d requests in the fake's log: %r"
+                % (t["id"], t["state"], n, len(mine), t))
+            es = es[:len(es) - len(mine)]
+            out[t["id"]] = mine
+            for e in mine[:-1]:
+                assert not (200 <= (e["status"] or 0) < 300) or (
+                    e["fault"] == "delay" and e["method"] in ("PUT", "DELETE")), (
+                    "row %d: a request answered %s was sent again" % (t["id"], e["status"]))
+            if t["status"] is not None:
+                assert mine and mine[-1]["status"] == t["status"], (
+                    "row %d has status %s, the fake answered %r" % (
+                        t["id"], t["status"], [e["status"] for e in mine]))
+            if t["state"] == "ok":
+                assert t["status"] is not None and 200 <= t["status"] < 300, t
+            if t["state"] in ("pending", "unknown"):
+                assert t["status"] is None, t
+            if t["state"] in ("failed", "unknown"):
+                assert t["error"], "row %d is %s without an error" % (t["id"], t["state"])
+        assert not es, "%d requests reached the fake without a row: %r" % (len(es), es[:2])
+    return out
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+def wait_for(proc, ready, timeout=60):
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError("the shell ended too early:\n" + proc.stdout.read())
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("the run never got there")
+        time.sleep(0.02)
+
+
+def finish(ctx, proc, timeout=60):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError("the shell did not finish:\n" + out)
+    report = ctx.mode.sanitizer_report(out)
+    assert not report and proc.returncode not in (97, 98), "%s report:\n%s" % (report, out)
+    return proc.returncode, out
+
+
+def in_flight(ctx, t_start, secs, n):
+    """After secs and n requests, at a moment a request reached the fake less
+    than 150 ms ago: its answer (300 ms) is still to come, so it is in flight."""
+    def ready():
+        log = ctx.fake.log()
+        return (time.time() - t_start >= secs and len(log) >= n and
+                time.time() - log[-1]["time"] < 0.15)
+    return ready
+
+
+def test_kill_9_mid_run_leaves_at_most_concurrency_pending_and_reruns_recover_without_resending(ctx):
+    n = 100
+    ctx.fake.config(faults={"delay_ms": 300})
+    setup = dest_sql("co", companies_dest(concurrency=4, key="name"))
+    send = "SELECT state, count(*) AS n FROM callrail_send('co', %s) GROUP BY state;" % q(
+        names_query(n))
+    proc = ctx.spawn(script_of(ctx, setup, send))
+    t_start = time.time()
+    wait_for(proc, in_flight(ctx, t_start, 1.5, 8))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    time.sleep(0.3)  # anything already sent reaches the fake
+    log1 = ctx.fake.log()
+    table1 = responses(ctx)
+    (dead,) = runs(ctx)
+    assert dead["status"] == "running", dead
+    pending = [t for t in table1 if t["state"] == "pending"]
+    assert 1 <= len(pending) <= 4, "%d pending rows after kill -9 at concurrency 4" % len(pending)
+    # every request the fake received has a row (pending or final)
+    check_audit(ctx, log1, table1)
+    assert len(table1) - len(pending) <= len(log1) <= len(table1), (len(log1), len(table1))
+    assert {t["state"] for t in table1} <= {"ok", "pending"}, table1
+    pending_ids = {t["id"] for t in pending}
+    pending_names = {body_name(t["request_body"]) for t in pending}
+    ok1 = {body_name(t["request_body"]) for t in table1 if t["state"] == "ok"}
+
+    # run 2: the dead run's pending rows become unknown, the run interrupted,
+    # and every other record is sent; nothing is POSTed twice
+    ctx.fake.config(faults={"delay_ms": 0})
+    rows, _ = run(ctx, "", send)
+    log2 = ctx.fake.log()
+    table2 = responses(ctx)
+    dead2, r2 = runs(ctx)
+    for t in table2:
+        if t["id"] in pending_ids:
+            assert t["state"] == "unknown" and t["status"] is None, t
+            assert "killed" in t["error"] or "died" in t["error"] or "ended" in t["error"], t
+    assert dead2["status"] == "interrupted" and dead2["finished_at"], dead2
+    assert_run_counts_match_rows(dead2, table2)
+    assert_run(dead2, requests=len(table1), ok=len(ok1), unknown=len(pending))
+    sent2 = [body_name(e["body"]) for e in log2[len(log1):]]
+    assert sorted(sent2) == sorted(set(names(n)) - ok1 - pending_names), sorted(sent2)
+    assert_run(r2, status="done", records=n, skipped=len(ok1) + len(pending),
+               requests=len(sent2), ok=len(sent2), unknown=0, failed=0)
+    assert_run_counts_match_rows(r2, table2)
+    check_audit(ctx, log2, table2, maybe_unsent=pending_ids)
+    assert_no_post_twice(log2)
+    assert [t for t in table2 if t["state"] == "pending"] == []
+
+    # run 3: the unknown records are still not resent
+    rows, _ = run(ctx, "", send)
+    assert rows == [], rows
+    assert len(ctx.fake.log()) == len(log2)
+    assert_run(runs(ctx)[2], status="done", requests=0, skipped=n)
+
+    # released by the user (state 'failed'), run 4 sends exactly them
+    ctx.rows("UPDATE callrail_responses SET state='failed' WHERE state='unknown'")
+    rows, _ = run(ctx, "", send)
+    assert rows == [{"state": "ok", "n": len(pending)}], rows
+    log4 = ctx.fake.log()
+    assert sorted(body_name(e["body"]) for e in log4[len(log2):]) == sorted(pending_names)
+    table4 = responses(ctx)
+    check_audit(ctx, log4, table4, maybe_unsent=pending_ids)
+    assert_run(runs(ctx)[3], status="done", requests=len(pending), ok=len(pending),
+               skipped=n - len(pending))
+    delivered = ctx.rows("SELECT record_key FROM callrail_delivered WHERE destination='co'")
+    assert sorted(d["record_key"] for d in delivered) == sorted(names(n))
+    print("     kill -9 after %d requests: %d pending, %d ok; re-run sent %d, "
+          "POSTs twice before release: 0" % (len(log1), len(pending), len(ok1), len(sent2)),
+          flush=True)
+    # the dead run's totals were recounted: it read at least the records it sent
+    assert dead2["records"] >= sum(t["records"] for t in table2 if t["run_id"] == dead["run_id"]), (
+        "the recovered run says records=%d but has %d rows" % (
+            dead2["records"], sum(1 for t in table2 if t["run_id"] == dead["run_id"])))
+
+
+def test_kill_9_of_a_put_run_makes_its_pending_rows_unknown_and_the_rerun_sends_them_again(ctx):
+    # a PUT is idempotent: unlike a POST, a record whose PUT is unknown is sent again
+    n = 40
+    seeded = ctx.fake.call("POST", "/__fake/seed", {
+        "account": ACC, "resource": "companies",
+        "objects": [{"name": "Seed %d" % i} for i in range(1, n + 1)]})
+    values = " UNION ALL ".join("SELECT %s AS company_id, %s AS name" % (q(c["id"]), q("N%d" % i))
+                                for i, c in enumerate(seeded, 1))
+    cfg = {"method": "PUT", "url": COMPANY, "params": {"account_id": ACC},
+           "exclude": ["company_id"], "key": "company_id", "concurrency": 4}
+    send = "SELECT state, count(*) AS n FROM callrail_send('upd', %s) GROUP BY state;" % q(values)
+    ctx.fake.config(faults={"delay_ms": 300})
+    proc = ctx.spawn(script_of(ctx, dest_sql("upd", cfg), send))
+    t_start = time.time()
+    wait_for(proc, in_flight(ctx, t_start, 1.0, 4))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    time.sleep(0.3)
+    log1 = ctx.fake.log()
+    table1 = responses(ctx)
+    pending = [t for t in table1 if t["state"] == "pending"]
+    assert 1 <= len(pending) <= 4, len(pending)
+    check_audit(ctx, log1, table1)
+    ok1 = {t["url"] for t in table1 if t["state"] == "ok"}
+    ctx.fake.config(faults={"delay_ms": 0})
+    rows, _ = run(ctx, "", send)
+    assert rows == [{"state": "ok", "n": n - len(ok1)}], rows
+    log = ctx.fake.log()
+    table = responses(ctx)
+    check_audit(ctx, log, table, maybe_unsent={t["id"] for t in pending})
+    assert {t["state"] for t in table if t["id"] in {p["id"] for p in pending}} == {"unknown"}
+    sent2 = [log_url(ctx, e) for e in log[len(log1):]]
+    assert sorted(sent2) == sorted(
+        ctx.base + COMPANY.replace("{account_id}", ACC).replace("{company_id}", c["id"])
+        for c in seeded if ctx.base + COMPANY.replace("{account_id}", ACC).replace(
+            "{company_id}", c["id"]) not in ok1), "re-run sent %d" % len(sent2)
+    dead, r2 = runs(ctx)
+    assert dead["status"] == "interrupted", dead
+    assert_run_counts_match_rows(dead, table)
+    assert_run(r2, status="done", ok=n - len(ok1), skipped=len(ok1))
+    got = {c["id"]: c["name"] for c in ctx.fake.state()["objects"]["companies"]}
+    assert got == {c["id"]: "N%d" % i for i, c in enumerate(seeded, 1)}
+
+
+def test_a_live_run_in_another_process_is_not_recovered_by_a_second_sender(ctx):
+    n_a = 40
+    ctx.fake.config(faults={"delay_ms": 500})
+    setup = dest_sql("co", companies_dest(concurrency=2, key="name"))
+    ctx.sql(".output /dev/null\n" + ctx.setup_credential() + setup)
+    send_a = "SELECT state, count(*) AS n FROM callrail_send('co', %s) GROUP BY state;" % q(
+        names_query(n_a, "A"))
+    send_b = "SELECT state, count(*) AS n FROM callrail_send('co', %s) GROUP BY state;" % q(
+        names_query(1, "B"))
+    proc_a = ctx.spawn(script_of(ctx, "", send_a))
+    wait_for(proc_a, lambda: len(ctx.fake.log()) >= 3)
+    # process B sends to the same destination while A has requests in flight
+    rows, _ = run(ctx, "", send_b)
+    assert rows == [{"state": "ok", "n": 1}], rows
+    mid = responses(ctx)
+    run_a = [r for r in runs(ctx) if r["run_id"] == 1][0]
+    assert run_a["status"] == "running", "A ended before B was done: %r" % run_a
+    a_rows = [t for t in mid if t["run_id"] == 1]
+    assert [t for t in a_rows if t["state"] == "unknown"] == [], a_rows
+    assert any(t["state"] == "pending" for t in a_rows), "A had nothing in flight: proves nothing"
+    ctx.fake.config(faults={"delay_ms": 0})  # let A finish quickly
+    rc, out = finish(ctx, proc_a)
+    assert rc == 0 and '"n":%d' % n_a in out, out
+    log = ctx.fake.log()
+    table = responses(ctx)
+    assert len(log) == len(table) == n_a + 1
+    check_audit(ctx, log, table)
+    assert_no_post_twice(log)
+    assert [t["state"] for t in table] == ["ok"] * (n_a + 1), table
+    ra, rb = runs(ctx)
+    assert_run(ra, status="done", requests=n_a, ok=n_a, unknown=0)
+    assert_run(rb, status="done", requests=1, ok=1)
+
+
+TXN_SEND = "SELECT state, count(*) AS n FROM callrail_send('co', %s) GROUP BY state;"
+
+
+def check_txn(ctx, before, after, n=5):
+    setup = dest_sql("co", companies_dest(concurrency=2)) + "CREATE TABLE t(x);\n"
+    query = before + (TXN_SEND % q(names_query(n))) + "\n" + after
+    rows, _ = run(ctx, setup, query)
+    log = ctx.fake.log()
+    table = responses(ctx)
+    return rows, log, table
+
+
+def fresh_db(ctx):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(ctx.db + suffix):
+            os.remove(ctx.db + suffix)
+
+
+def test_send_inside_an_explicit_transaction_does_not_deadlock_and_its_rows_are_committed(ctx):
+    for before in ("BEGIN;\n", "BEGIN DEFERRED;\nSELECT count(*) FROM callrail_runs;\n"):
+        ctx.fake.reset()
+        fresh_db(ctx)
+        rows, log, table = check_txn(ctx, before, "COMMIT;\n")
+        rows = [r for r in rows if "state" in r]
+        assert rows == [{"state": "ok", "n": 5}], (before, rows)
+        assert len(log) == len(table) == 5, (before, len(log), len(table))
+        check_audit(ctx, log, table)
+        assert_no_post_twice(log)
+        (r,) = runs(ctx)
+        assert_run(r, status="done", requests=5, ok=5)
+
+
+def test_send_inside_a_transaction_that_has_written_is_refused_without_sending_or_deadlock(ctx):
+    # its rows could be rolled back with the user's writes, and a second
+    # writer would wait for the user's write lock forever: refused up front
+    for before in ("BEGIN;\nINSERT INTO t VALUES(1);\n", "BEGIN IMMEDIATE;\n"):
+        ctx.fake.reset()
+        fresh_db(ctx)
+        setup = dest_sql("co", companies_dest(concurrency=2)) + "CREATE TABLE t(x);\n"
+        query = before + (TXN_SEND % q(names_query(5))) + "\nINSERT INTO t VALUES(2);\nCOMMIT;\n"
+        t0 = time.time()
+        rows, rest = run(ctx, setup, query, expect_error=True)
+        assert time.time() - t0 < 20, "took %.1f s" % (time.time() - t0)
+        assert rows == [], rows
+        assert "callrail_send" in rest and "transaction" in rest, rest
+        assert len(rest.strip().splitlines()) == 1, rest  # the rest of the script ran
+        assert ctx.fake.log() == []
+        assert responses(ctx) == [] and runs(ctx) == []
+        assert [r["x"] for r in ctx.rows("SELECT x FROM t ORDER BY x")] == (
+            [1, 2] if "INSERT" in before else [2])
+
+
+def test_send_inside_a_transaction_that_is_rolled_back_keeps_its_audit_rows(ctx):
+    # SPEC 6 "nothing is lost": the requests left, so their rows must stay
+    rows, log, table = check_txn(ctx, "BEGIN;\n", "ROLLBACK;\n")
+    assert rows == [{"state": "ok", "n": 5}], rows
+    assert len(log) == 5
+    assert len(table) == 5, "%d requests reached the fake, %d rows after ROLLBACK" % (
+        len(log), len(table))
+    check_audit(ctx, log, table)
+
+
+def test_in_memory_database_sends_and_records(ctx):
+    setup = dest_sql("co", companies_dest(concurrency=2, key="name"))
+    query = (send_query("co", names_query(5)) + "\n" + send_query("co", names_query(6)) + "\n" +
+             "SELECT * FROM callrail_responses ORDER BY id;\n" +
+             "SELECT * FROM callrail_runs ORDER BY run_id;\n" +
+             "SELECT * FROM callrail_delivered ORDER BY record_key;\n")
+    rc, out = ctx.sql(script_of(ctx, setup, query), db=":memory:", check=False)
+    arrays, rest = split_output(out)
+    assert rc == 0 and rest.strip() == "", out
+    assert len(arrays) == 5, out
+    first, second, table, run_rows, delivered = arrays
+    assert [r["state"] for r in first] == ["ok"] * 5 and [r["state"] for r in second] == ["ok"]
+    log = ctx.fake.log()
+    assert len(log) == len(table) == 6
+    check_audit(ctx, log, table)
+    assert_no_post_twice(log)
+    assert [body_name(e["body"]) for e in log if e["body"] == '{"name":"Shop 6"}'] == ["Shop 6"]
+    r1, r2 = run_rows
+    assert_run(r1, status="done", requests=5, ok=5)
+    assert_run(r2, status="done", requests=1, ok=1, skipped=5)
+    assert sorted(d["record_key"] for d in delivered) == sorted(names(6))
+    assert not os.path.exists(os.path.join(ctx.dir, ":memory:"))
