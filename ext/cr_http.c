@@ -3,9 +3,13 @@
 **
 ** One multi handle lives with the database connection, so its connection
 ** cache, DNS cache and TLS sessions serve every request and every run;
-** HTTP/2 multiplexing is used where the server offers it.  Callers start
-** transfers and then drive them with cr_http_wait(), which hands back
-** finished ones, so a run keeps `concurrency` requests in flight.
+** HTTP/2 multiplexing is used where the server offers it.  A worker thread
+** of the connection drives libcurl: the caller's thread steps the user's
+** query and writes the audit rows, and a query that takes seconds to
+** produce its next row never stalls a transfer in flight (whose answer
+** would otherwise be read late and judged timed out).  The caller hands
+** transfers over with cr_http_start() and takes finished ones back with
+** cr_http_wait(); only the worker ever touches the multi handle.
 **
 ** Safety rules that every request follows (SPEC section 6):
 **   - the URL's origin must be the credential's api_base, checked here,
@@ -23,15 +27,65 @@
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+/* A list of transfers, linked through pNextQ, in order. */
+typedef struct cr_xfer_list {
+  cr_xfer *pHead;
+  cr_xfer *pTail;
+} cr_xfer_list;
 
 struct cr_http {
-  CURLM *pMulti;
+  CURLM *pMulti; /* the worker's alone */
   CURLSH *pShare;
-  int nRunning; /* transfers started and not yet handed back */
+  int nRunning; /* started and not yet handed back (caller's) */
+  pthread_t worker;
+  int hasWorker;
+  pthread_mutex_t mutex; /* guards what follows */
+  pthread_cond_t cond;   /* signalled when a transfer is done */
+  int stop;              /* the worker should exit */
+  cr_xfer_list toAdd;    /* started, not yet given to libcurl */
+  cr_xfer_list toCancel; /* to be taken out of libcurl */
+  cr_xfer_list done;     /* finished, not yet handed back */
 };
+
+static void cr_list_push(cr_xfer_list *pList, cr_xfer *pX) {
+  pX->pNextQ = 0;
+  if (pList->pTail)
+    pList->pTail->pNextQ = pX;
+  else
+    pList->pHead = pX;
+  pList->pTail = pX;
+}
+
+static cr_xfer *cr_list_pop(cr_xfer_list *pList) {
+  cr_xfer *pX = pList->pHead;
+  if (pX) {
+    pList->pHead = pX->pNextQ;
+    if (pList->pHead == 0) pList->pTail = 0;
+    pX->pNextQ = 0;
+  }
+  return pX;
+}
+
+/* Takes pX out of the list if it is there. */
+static void cr_list_remove(cr_xfer_list *pList, cr_xfer *pX) {
+  cr_xfer **pp;
+  cr_xfer *pPrev = 0;
+  for (pp = &pList->pHead; *pp; pPrev = *pp, pp = &(*pp)->pNextQ) {
+    if (*pp == pX) {
+      *pp = pX->pNextQ;
+      if (pList->pTail == pX) pList->pTail = pPrev;
+      pX->pNextQ = 0;
+      return;
+    }
+  }
+}
 
 /* Sets one option, naming it in the error when libcurl refuses it. */
 #define CR_SETOPT(rc, pX, opt, val, pzErr)                                                         \
@@ -47,12 +101,18 @@ int cr_http_new(cr_http **pp, char **pzErr) {
   *pp = p;
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
+  if (!sqlite3_threadsafe()) {
+    cr_set_error(pzErr, "callrail needs SQLite built thread-safe (its transfers run on a thread)");
+    return SQLITE_ERROR;
+  }
   p->pMulti = curl_multi_init();
   p->pShare = curl_share_init();
   if (p->pMulti == 0 || p->pShare == 0) {
     cr_set_error(pzErr, "libcurl cannot create a multi handle");
     return SQLITE_ERROR;
   }
+  pthread_mutex_init(&p->mutex, 0);
+  pthread_cond_init(&p->cond, 0);
   curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_multi_setopt(p->pMulti, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
@@ -60,15 +120,21 @@ int cr_http_new(cr_http **pp, char **pzErr) {
 }
 
 void cr_http_free(cr_http *p) {
-  if (p) {
-    if (p->pMulti) curl_multi_cleanup(p->pMulti);
-    if (p->pShare) curl_share_cleanup(p->pShare);
-    sqlite3_free(p);
+  if (p == 0) return;
+  if (p->hasWorker) {
+    pthread_mutex_lock(&p->mutex);
+    p->stop = 1;
+    pthread_mutex_unlock(&p->mutex);
+    curl_multi_wakeup(p->pMulti);
+    pthread_join(p->worker, 0);
   }
-}
-
-int cr_http_running(cr_http *p) {
-  return p->nRunning;
+  if (p->pMulti) {
+    pthread_mutex_destroy(&p->mutex);
+    pthread_cond_destroy(&p->cond);
+    curl_multi_cleanup(p->pMulti);
+  }
+  if (p->pShare) curl_share_cleanup(p->pShare);
+  sqlite3_free(p);
 }
 
 /* The header list holds the key: wipe it before it is freed. */
@@ -181,6 +247,8 @@ char *cr_headers_json(sqlite3 *db, const cr_dest *pDest, int hasBody) {
   }
   return h.zJson;
 }
+
+static int cr_worker_start(cr_http *p, char **pzErr);
 
 /* ------------------------------------------------------------------------
 ** Callbacks
@@ -312,13 +380,15 @@ int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr) {
     if (rc == SQLITE_OK) rc = cr_header_to_slist(&pX->pHeaders, "Expect", "");
   }
   if (rc == SQLITE_OK) rc = cr_xfer_setup(p, pX, pzErr);
-  if (rc == SQLITE_OK && curl_multi_add_handle(p->pMulti, pX->pEasy) != CURLM_OK) {
-    cr_set_error(pzErr, "libcurl cannot start the transfer");
-    rc = SQLITE_ERROR;
-  }
+  if (rc == SQLITE_OK && !p->hasWorker) rc = cr_worker_start(p, pzErr);
   if (rc == SQLITE_OK) {
     p->nRunning++;
     pX->tStart = cr_now_ms();
+    pX->eStage = CR_XFER_QUEUED;
+    pthread_mutex_lock(&p->mutex);
+    cr_list_push(&p->toAdd, pX);
+    pthread_mutex_unlock(&p->mutex);
+    curl_multi_wakeup(p->pMulti);
   }
   return rc;
 }
@@ -371,12 +441,16 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
   }
 }
 
+/* ------------------------------------------------------------------------
+** The worker thread
+*/
+
+/* Records how a transfer ended (on the worker) and takes it out of libcurl. */
 static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
   long status = 0;
   pX->durationMs = cr_now_ms() - pX->tStart;
   curl_easy_getinfo(pX->pEasy, CURLINFO_RESPONSE_CODE, &status);
   curl_multi_remove_handle(p->pMulti, pX->pEasy);
-  p->nRunning--;
   if (cc == CURLE_OK) {
     pX->status = (int)status;
     pX->reachedServer = 1;
@@ -385,38 +459,120 @@ static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
   }
 }
 
-int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr) {
-  int nStill = 0;
-  int nMsg = 0;
-  CURLMsg *pMsg;
-  *ppDone = 0;
-  for (;;) {
-    if (curl_multi_perform(p->pMulti, &nStill) != CURLM_OK) {
-      cr_set_error(pzErr, "libcurl's transfer loop failed");
-      return SQLITE_ERROR;
+/* Hands a finished transfer back to the caller's thread. */
+static void cr_worker_finish(cr_http *p, cr_xfer *pX) {
+  pthread_mutex_lock(&p->mutex);
+  pX->eStage = CR_XFER_DONE;
+  cr_list_push(&p->done, pX);
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mutex);
+}
+
+/* Takes the new transfers and the cancellations; 0 once told to stop. */
+static int cr_worker_intake(cr_http *p) {
+  cr_xfer_list add, cancel;
+  cr_xfer *pX;
+  int go;
+  pthread_mutex_lock(&p->mutex);
+  go = !p->stop;
+  add = p->toAdd;
+  cancel = p->toCancel;
+  memset(&p->toAdd, 0, sizeof(p->toAdd));
+  memset(&p->toCancel, 0, sizeof(p->toCancel));
+  pthread_mutex_unlock(&p->mutex);
+  while ((pX = cr_list_pop(&add)) != 0) {
+    pX->eStage = CR_XFER_RUNNING;
+    if (curl_multi_add_handle(p->pMulti, pX->pEasy) != CURLM_OK) {
+      pX->zError = sqlite3_mprintf("libcurl cannot start the transfer");
+      cr_worker_finish(p, pX);
     }
+  }
+  while ((pX = cr_list_pop(&cancel)) != 0) {
+    curl_multi_remove_handle(p->pMulti, pX->pEasy);
+    pX->durationMs = cr_now_ms() - pX->tStart;
+    pX->reachedServer = pX->nPrereq > 0;
+    pX->cancelled = 1;
+    if (pX->zError == 0) pX->zError = sqlite3_mprintf("interrupted before the response arrived");
+    cr_worker_finish(p, pX);
+  }
+  return go;
+}
+
+/* Signals are the caller's (Ctrl-C must reach the shell's handler), so the
+** worker blocks them all. */
+static void *cr_worker_main(void *pArg) {
+  cr_http *p = (cr_http *)pArg;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, 0);
+  while (cr_worker_intake(p)) {
+    int nStill = 0, nMsg = 0;
+    CURLMsg *pMsg;
+    curl_multi_perform(p->pMulti, &nStill);
     while ((pMsg = curl_multi_info_read(p->pMulti, &nMsg)) != 0) {
       if (pMsg->msg == CURLMSG_DONE) {
         cr_xfer *pX = 0;
         CURLcode cc = pMsg->data.result;
         curl_easy_getinfo(pMsg->easy_handle, CURLINFO_PRIVATE, (char **)&pX);
         cr_xfer_done(p, pX, cc);
-        *ppDone = pX;
-        return SQLITE_OK;
+        cr_worker_finish(p, pX);
       }
     }
-    if (msWait <= 0 || p->nRunning == 0) return SQLITE_OK;
-    curl_multi_poll(p->pMulti, 0, 0, msWait, 0);
-    msWait = 0; /* one wait per call, then hand back what finished */
+    curl_multi_poll(p->pMulti, 0, 0, 1000, 0);
   }
+  return 0;
 }
 
-void cr_http_abort(cr_http *p, cr_xfer *pX) {
-  pX->durationMs = cr_now_ms() - pX->tStart;
-  curl_multi_remove_handle(p->pMulti, pX->pEasy);
+static int cr_worker_start(cr_http *p, char **pzErr) {
+  if (pthread_create(&p->worker, 0, cr_worker_main, p) != 0) {
+    cr_set_error(pzErr, "cannot start the transfer thread");
+    return SQLITE_ERROR;
+  }
+  p->hasWorker = 1;
+  return SQLITE_OK;
+}
+
+/* ------------------------------------------------------------------------
+** The caller's side
+*/
+
+int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr) {
+  (void)pzErr;
+  pthread_mutex_lock(&p->mutex);
+  if (p->done.pHead == 0 && msWait > 0 && p->nRunning > 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += msWait / 1000;
+    ts.tv_nsec += (long)(msWait % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&p->cond, &p->mutex, &ts);
+  }
+  *ppDone = cr_list_pop(&p->done);
+  pthread_mutex_unlock(&p->mutex);
+  if (*ppDone) p->nRunning--;
+  return SQLITE_OK;
+}
+
+int cr_http_abort(cr_http *p, cr_xfer *pX) {
+  pthread_mutex_lock(&p->mutex);
+  if (pX->eStage == CR_XFER_QUEUED) {
+    /* Never given to libcurl: it cannot have left. */
+    cr_list_remove(&p->toAdd, pX);
+    pX->eStage = CR_XFER_DONE;
+    pX->cancelled = 1;
+    pX->zError = sqlite3_mprintf("interrupted before it was sent");
+  } else if (pX->eStage == CR_XFER_RUNNING) {
+    cr_list_push(&p->toCancel, pX);
+    curl_multi_wakeup(p->pMulti);
+    while (pX->eStage != CR_XFER_DONE)
+      pthread_cond_wait(&p->cond, &p->mutex);
+    cr_list_remove(&p->done, pX);
+  } else {
+    cr_list_remove(&p->done, pX); /* finished meanwhile: its answer stands */
+  }
+  pthread_mutex_unlock(&p->mutex);
   p->nRunning--;
-  pX->reachedServer = pX->nPrereq > 0;
-  if (pX->zError == 0) pX->zError = sqlite3_mprintf("interrupted before the response arrived");
+  return pX->cancelled;
 }
 
 int cr_http_perform(cr_http *p, sqlite3 *db, cr_xfer *pX, char **pzErr) {
@@ -425,7 +581,7 @@ int cr_http_perform(cr_http *p, sqlite3 *db, cr_xfer *pX, char **pzErr) {
   while (rc == SQLITE_OK && pDone == 0) {
     rc = cr_http_wait(p, 100, &pDone, pzErr);
     if (rc == SQLITE_OK && pDone == 0 && cr_check_interrupt(db) == SQLITE_INTERRUPT) {
-      cr_http_abort(p, pX);
+      (void)cr_http_abort(p, pX);
       cr_set_error(pzErr, "interrupted");
       rc = SQLITE_INTERRUPT;
     }

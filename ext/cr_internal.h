@@ -285,13 +285,20 @@ typedef struct cr_xfer {
   sqlite3_int64 durationMs;
   char *zRetryAfter; /* Retry-After header value, or NULL */
   char *zLocation;   /* Location header value, or NULL */
+  int cancelled;     /* cut off by cr_http_abort() */
   /* private */
+  int eStage;             /* CR_XFER_*: where the transfer is */
+  struct cr_xfer *pNextQ; /* in the transport's queues */
   CURL *pEasy;
   struct curl_slist *pHeaders;
   char zErrBuf[CURL_ERROR_SIZE];
   int nPrereq;
   sqlite3_int64 tStart;
 } cr_xfer;
+
+#define CR_XFER_QUEUED 1  /* handed to the worker, not yet to libcurl */
+#define CR_XFER_RUNNING 2 /* in libcurl */
+#define CR_XFER_DONE 3    /* finished, back or on its way to the caller */
 
 int cr_http_new(cr_http **pp, char **pzErr);
 void cr_http_free(cr_http *p);
@@ -300,10 +307,11 @@ int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr);
 /* Drives transfers for at most msWait ms; *ppDone receives a finished
 ** transfer or NULL.  A finished transfer is detached from libcurl. */
 int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr);
-/* Aborts a transfer still running (records "aborted" as its error). */
-void cr_http_abort(cr_http *p, cr_xfer *pX);
+/* Takes back a transfer not yet handed back by cr_http_wait(): cuts it off
+** if it is still running (returns 1, with zError saying so), or returns 0
+** when it finished meanwhile, its outcome intact. */
+int cr_http_abort(cr_http *p, cr_xfer *pX);
 void cr_xfer_clear(cr_xfer *pX);
-int cr_http_running(cr_http *p);
 
 /* Runs one transfer to completion, polling db for interrupts. */
 int cr_http_perform(cr_http *p, sqlite3 *db, cr_xfer *pX, char **pzErr);

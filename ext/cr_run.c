@@ -36,6 +36,10 @@ SQLITE_EXTENSION_INIT3
 ** they are cut off (and recorded as such). */
 #define CR_DRAIN_MS 700
 
+/* Reading records for one refill stops after this long, so that those
+** already read leave while the user's query computes the next. */
+#define CR_FILL_MS 20
+
 /* Outcomes are committed at least this often while transfers run. */
 #define CR_COMMIT_MS 200
 
@@ -66,6 +70,7 @@ struct cr_run {
   cr_outcome *pTail;
   int pipelineDone;
   int stopping;              /* start nothing new */
+  int interrupted;           /* ... not even what was already admitted */
   const char *zStatus;       /* final status once stopping */
   sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
   sqlite3_int64 tQuotaUntil; /* the pacer holds requests back until then */
@@ -423,17 +428,37 @@ static int cr_run_admit(cr_run *pRun, cr_job *pJob, int *pOk, char **pzErr) {
   return rc;
 }
 
+static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr);
+
 /* Starts jobs until `concurrency` are in flight or none is ready.  Their
 ** pending rows (and the outcomes recorded since the last commit) are
 ** committed in one transaction before any of them leaves. */
 static int cr_run_fill(cr_run *pRun, char **pzErr) {
   cr_job *apStart[CR_MAX_CONCURRENCY];
+  sqlite3_int64 tStart = cr_now_ms();
   int i, n = 0, ok = 1;
   int rc = SQLITE_OK;
-  while (rc == SQLITE_OK && ok && !pRun->stopping && pRun->nFlying + n < pRun->pDest->concurrency &&
-         cr_now_ms() >= pRun->tPauseUntil && pRun->pHead == 0) {
+  /* Refill once a quarter of the slots are free: each refill costs a
+  ** commit (an fsync), so starting one request per commit would make the
+  ** disk, not the network, the limit. */
+  if (pRun->nFlying > 0 &&
+      pRun->pDest->concurrency - pRun->nFlying < pRun->pDest->concurrency / 4) {
+    return SQLITE_OK;
+  }
+  /* ... but a slow query must not hold back the requests already read. */
+  while (rc == SQLITE_OK && ok && !pRun->stopping && cr_now_ms() - tStart < CR_FILL_MS &&
+         pRun->nFlying + n < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
+         pRun->pHead == 0) {
     cr_job *pJob = 0;
     rc = cr_run_next_job(pRun, &pJob, pzErr);
+    if (rc == SQLITE_INTERRUPT) {
+      /* Ctrl-C while the user's query computed its next row. */
+      sqlite3_free(*pzErr);
+      *pzErr = 0;
+      pRun->pipelineDone = 1;
+      rc = cr_run_stop(pRun, "interrupted", pzErr);
+      break;
+    }
     if (rc != SQLITE_OK || pJob == 0) break;
     rc = cr_run_admit(pRun, pJob, &ok, pzErr);
     if (rc == SQLITE_OK && ok) {
@@ -443,7 +468,7 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
   }
   if (rc == SQLITE_OK) rc = cr_store_flush(pRun->pStore, pzErr);
   for (i = 0; i < n; i++) {
-    if (rc == SQLITE_OK) {
+    if (rc == SQLITE_OK && !pRun->interrupted) {
       rc = cr_job_start(pRun, apStart[i], pzErr);
     } else {
       cr_queue_push(pRun, apStart[i], 0); /* ended by cr_run_drop_queue */
@@ -528,9 +553,12 @@ static int cr_run_abort_flying(cr_run *pRun, char **pzErr) {
     int rc2;
     pRun->pFlying = pJob->pNext;
     pRun->nFlying--;
-    cr_http_abort(pRun->pConn->pHttp, &pJob->x);
-    rc2 = cr_job_end(pRun, pJob, pJob->x.reachedServer && !idem ? "unknown" : "failed",
-                     sqlite3_mprintf("run interrupted while the request was in flight"), pzErr);
+    if (cr_http_abort(pRun->pConn->pHttp, &pJob->x)) {
+      rc2 = cr_job_end(pRun, pJob, pJob->x.reachedServer && !idem ? "unknown" : "failed",
+                       sqlite3_mprintf("run interrupted while the request was in flight"), pzErr);
+    } else {
+      rc2 = cr_job_finished(pRun, pJob, pzErr); /* answered meanwhile; no retry (stopping) */
+    }
     if (rc == SQLITE_OK) rc = rc2; /* the first error; every job is still freed */
   }
   return rc;
@@ -544,10 +572,11 @@ static int cr_run_drop_queue(cr_run *pRun, char **pzErr) {
     cr_job *pJob = pRun->pQueue;
     pRun->pQueue = pJob->pNext;
     if (pJob->iResponseId) {
-      int rc2 = cr_job_end(
-          pRun, pJob, "failed",
-          sqlite3_mprintf("not retried: the run was stopped after %d attempts", pJob->nAttempts),
-          pzErr);
+      char *zWhy = pJob->nAttempts == 0
+                       ? sqlite3_mprintf("not sent: the run was stopped first")
+                       : sqlite3_mprintf("not retried: the run was stopped after %d attempts",
+                                         pJob->nAttempts);
+      int rc2 = cr_job_end(pRun, pJob, "failed", zWhy, pzErr);
       if (rc == SQLITE_OK) rc = rc2;
     } else {
       cr_request_free(pJob->pReq);
@@ -565,6 +594,7 @@ static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr) {
     pRun->stopping = 1;
     pRun->zStatus = zStatus;
   }
+  pRun->interrupted = 1;
   while (rc == SQLITE_OK && pRun->nFlying > 0 && cr_now_ms() < tEnd) {
     rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
   }
