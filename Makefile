@@ -20,10 +20,10 @@ PKG_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null)
 DEFS    := -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700
 WARN    := -Wall -Wextra -Werror
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 $(CFLAGS) $(WARN) $(DEFS) -fPIC -Iext -Iinclude -I$(BUILD) $(PKG_CFLAGS)
+ALL_CFLAGS = -std=c11 $(CFLAGS) $(WARN) $(DEFS) -pthread -fPIC -Iext -Iinclude -I$(BUILD) $(PKG_CFLAGS)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS := ext/callrail.c ext/cr_util.c ext/cr_config.c ext/cr_cred.c ext/cr_record.c \
+SRCS := ext/callrail.c ext/cr_util.c ext/cr_keyset.c ext/cr_config.c ext/cr_cred.c ext/cr_record.c \
         ext/cr_request.c ext/cr_http.c ext/cr_quota.c ext/cr_live.c ext/cr_store.c ext/cr_run.c \
         ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c
 HDRS := ext/cr_internal.h include/callrail.h $(BUILD)/cr_schema_sql.h
@@ -54,7 +54,7 @@ $(BUILD)/cr_schema_sql.h: sql/schema.sql
 	  echo ';'; } > $@
 
 callrail.so: $(SRCS) $(HDRS) | deps
-	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(PKG_LIBS)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(PKG_LIBS) -lpthread
 
 # For applications that link the extension in (SQLITE_CORE: direct calls).
 STATIC_OBJS := $(SRCS:ext/%.c=$(BUILD)/static/%.o)
@@ -70,7 +70,7 @@ $(BUILD)/libcallrail.a: $(STATIC_OBJS)
 # libasan preloaded, and the static library for the embedding test.
 $(BUILD)/asan/callrail.so: $(SRCS) $(HDRS) | deps
 	@mkdir -p $(BUILD)/asan
-	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -shared -o $@ $(SRCS) $(PKG_LIBS)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -shared -o $@ $(SRCS) $(PKG_LIBS) -lpthread
 
 asan: $(BUILD)/asan/callrail.so
 

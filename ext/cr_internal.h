@@ -184,6 +184,16 @@ const char *cr_memtoken_get(cr_conn *pConn, const char *zName);
 void cr_memtoken_free_all(cr_conn *pConn);
 
 /* ------------------------------------------------------------------------
+** Key sets (cr_keyset.c): sets of text keys kept in a temporary database.
+*/
+typedef struct cr_keyset cr_keyset;
+int cr_keyset_open(cr_keyset **pp, char **pzErr);
+void cr_keyset_close(cr_keyset *p);
+/* Adds zKey; *pNew says whether it was not there yet. */
+int cr_keyset_add(cr_keyset *p, const char *zKey, int *pNew, char **pzErr);
+int cr_keyset_has(cr_keyset *p, const char *zKey);
+
+/* ------------------------------------------------------------------------
 ** Records (cr_record.c): runs the user's query and turns each result row
 ** into a record: a JSON object, its body, its URL and its key.
 */

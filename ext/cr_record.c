@@ -45,11 +45,10 @@ struct cr_records {
   int nCol;
   sqlite3_stmt *pBuild;
   sqlite3_stmt *pShape;
-  int iShapeKey;   /* shaper column of the key's type, or -1 */
-  int iShapeGroup; /* shaper column of the grouping values, or -1 */
-  char **azParam;  /* params value per URL part (placeholders only) */
-  sqlite3 *dbSeen; /* keys seen in this run */
-  sqlite3_stmt *pSeen;
+  int iShapeKey;    /* shaper column of the key's type, or -1 */
+  int iShapeGroup;  /* shaper column of the grouping values, or -1 */
+  char **azParam;   /* params value per URL part (placeholders only) */
+  cr_keyset *pSeen; /* keys seen in this run */
   sqlite3_int64 iRow;
 };
 
@@ -322,22 +321,6 @@ static int cr_params_load(cr_records *p, char **pzErr) {
   return rc;
 }
 
-/* The private set of keys seen in this run: a temporary database, whose
-** pages spill to disk, keeps memory bounded for any number of records. */
-static int cr_seen_open(cr_records *p, char **pzErr) {
-  int rc = sqlite3_open_v2("", &p->dbSeen, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, 0);
-  if (rc == SQLITE_OK) {
-    rc = cr_exec(p->dbSeen,
-                 "PRAGMA cache_size=-1024; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-                 "CREATE TABLE seen(k TEXT PRIMARY KEY) WITHOUT ROWID",
-                 pzErr);
-  }
-  if (rc == SQLITE_OK) {
-    rc = cr_prepare(p->dbSeen, "INSERT OR IGNORE INTO seen(k) VALUES(?1)", &p->pSeen, pzErr);
-  }
-  return rc;
-}
-
 /* ------------------------------------------------------------------------
 ** Opening
 */
@@ -360,7 +343,7 @@ static int cr_records_prepare_shaper(cr_records *p, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, zSql, &p->pShape, pzErr);
   sqlite3_free(zSql);
   if (rc == SQLITE_OK) rc = cr_params_load(p, pzErr);
-  if (rc == SQLITE_OK && p->pDest->zKey) rc = cr_seen_open(p, pzErr);
+  if (rc == SQLITE_OK && p->pDest->zKey) rc = cr_keyset_open(&p->pSeen, pzErr);
   return rc;
 }
 
@@ -422,8 +405,7 @@ void cr_records_close(cr_records *p) {
   sqlite3_finalize(p->pQuery);
   sqlite3_finalize(p->pBuild);
   sqlite3_finalize(p->pShape);
-  sqlite3_finalize(p->pSeen);
-  sqlite3_close(p->dbSeen);
+  cr_keyset_close(p->pSeen);
   if (p->azParam) {
     for (i = 0; i < p->pDest->nUrlPart; i++)
       sqlite3_free(p->azParam[i]);
@@ -608,7 +590,7 @@ static void cr_url_expand(cr_records *p, cr_record *pRec) {
 /* Reads the key; NULL, nested or repeated keys make the record invalid. */
 static int cr_record_key(cr_records *p, cr_record *pRec, char **pzErr) {
   const char *zType = (const char *)sqlite3_column_text(p->pShape, p->iShapeKey);
-  int rc = SQLITE_OK;
+  int rc = SQLITE_OK, isNew = 0;
   if (zType == 0 || strcmp(zType, "null") == 0) {
     cr_record_invalid(
         pRec, sqlite3_mprintf("key \"%s\" is %s", p->pDest->zKey, zType ? "NULL" : "missing"));
@@ -625,15 +607,11 @@ static int cr_record_key(cr_records *p, cr_record *pRec, char **pzErr) {
   pRec->zKey = cr_strdup((const char *)sqlite3_column_text(p->pShape, p->iShapeKey + 1));
   pRec->zKeyJson = cr_strdup((const char *)sqlite3_column_text(p->pShape, p->iShapeKey + 2));
   if (pRec->zKey == 0 || pRec->zKeyJson == 0) return SQLITE_NOMEM;
-  sqlite3_bind_text(p->pSeen, 1, pRec->zKey, -1, SQLITE_STATIC);
-  if (sqlite3_step(p->pSeen) != SQLITE_DONE) {
-    cr_set_error(pzErr, "cannot track keys: %s", sqlite3_errmsg(p->dbSeen));
-    rc = SQLITE_ERROR;
-  } else if (sqlite3_changes(p->dbSeen) == 0) {
+  rc = cr_keyset_add(p->pSeen, pRec->zKey, &isNew, pzErr);
+  if (rc == SQLITE_OK && !isNew) {
     cr_record_invalid(pRec, sqlite3_mprintf("duplicate key: an earlier record of this run has "
                                             "the same key"));
   }
-  sqlite3_reset(p->pSeen);
   return rc;
 }
 

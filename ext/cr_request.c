@@ -328,21 +328,22 @@ struct cr_pipeline {
   cr_records *pRecords;
   cr_batcher *pBatcher;
   int recordsDone;
-  sqlite3_int64 nRecords;    /* records read so far */
-  sqlite3_int64 nSkipped;    /* records left out by change detection */
-  sqlite3_stmt *pDelivered;  /* hash of a key's last delivery */
-  sqlite3_stmt *pUnresolved; /* does a key have a pending/unknown request? */
+  sqlite3_int64 nRecords;   /* records read so far */
+  sqlite3_int64 nSkipped;   /* records left out by change detection */
+  sqlite3_stmt *pDelivered; /* hash of a key's last delivery */
+  cr_keyset *pUnresolved;   /* keys whose last request is pending/unknown */
 };
 
-/* The key's last request is pending or unknown (and was not delivered
-** since): a POST or PATCH of it might have arrived, so it is not resent
-** until the user releases it by setting that row's state to 'failed'. */
+/* The keys whose last request is pending or unknown (and were not
+** delivered since): a POST or PATCH of them might have arrived, so they
+** are not resent until the user releases them by setting that row's state
+** to 'failed'.  Read once per run (the partial index on unresolved rows
+** keeps it small) into a key set, not once per record. */
 static const char cr_sql_unresolved[] =
-    "SELECT 1 FROM callrail_responses r"
+    "SELECT DISTINCT k.value FROM callrail_responses r, json_each(r.record_keys) k"
     " WHERE r.destination=?1 AND r.state IN ('pending','unknown')"
-    " AND EXISTS (SELECT 1 FROM json_each(r.record_keys) WHERE value=?2)"
-    " AND r.id > coalesce((SELECT response_id FROM callrail_delivered"
-    "  WHERE destination=?1 AND record_key=?2), 0)";
+    " AND r.id > coalesce((SELECT response_id FROM callrail_delivered d"
+    "  WHERE d.destination=?1 AND d.record_key=k.value), 0)";
 
 int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zQuery,
                      const char *zJson, cr_pipeline **pp, char **pzErr) {
@@ -365,6 +366,20 @@ int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, co
   return rc;
 }
 
+/* Fills the set of unresolved keys of the destination. */
+static int cr_pipeline_load_unresolved(cr_pipeline *p, sqlite3 *db, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_keyset_open(&p->pUnresolved, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(db, cr_sql_unresolved, &pStmt, pzErr);
+  if (rc == SQLITE_OK) sqlite3_bind_text(pStmt, 1, p->pDest->zName, -1, SQLITE_STATIC);
+  while (rc == SQLITE_OK && sqlite3_step(pStmt) == SQLITE_ROW) {
+    int isNew;
+    rc = cr_keyset_add(p->pUnresolved, (const char *)sqlite3_column_text(pStmt, 0), &isNew, pzErr);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
 int cr_pipeline_detect_changes(cr_pipeline *p, sqlite3 *db, char **pzErr) {
   int rc;
   if (p->pDest->zKey == 0) return SQLITE_OK;
@@ -374,7 +389,7 @@ int cr_pipeline_detect_changes(cr_pipeline *p, sqlite3 *db, char **pzErr) {
                   &p->pDelivered, pzErr);
   if (rc == SQLITE_OK && p->pDest->retryPost == 0 &&
       (p->pDest->eMethod == CR_METHOD_POST || p->pDest->eMethod == CR_METHOD_PATCH)) {
-    rc = cr_prepare(db, cr_sql_unresolved, &p->pUnresolved, pzErr);
+    rc = cr_pipeline_load_unresolved(p, db, pzErr);
   }
   return rc;
 }
@@ -383,15 +398,14 @@ sqlite3_int64 cr_pipeline_skipped(cr_pipeline *p) {
   return p->nSkipped;
 }
 
-/* Steps pStmt bound to (destination, key); returns its first column's text
-** compared with zHash (1 equal / unresolved found), or 0. */
-static int cr_key_lookup(sqlite3_stmt *pStmt, const cr_dest *pDest, const cr_record *pRec,
-                         const char *zHash) {
+/* True if the key was last delivered by a request with hash zHash. */
+static int cr_delivered_same(sqlite3_stmt *pStmt, const cr_dest *pDest, const cr_record *pRec,
+                             const char *zHash) {
   int hit = 0;
   sqlite3_bind_text(pStmt, 1, pDest->zName, -1, SQLITE_STATIC);
   sqlite3_bind_text(pStmt, 2, pRec->zKey, -1, SQLITE_STATIC);
   if (sqlite3_step(pStmt) == SQLITE_ROW) {
-    hit = zHash == 0 || strcmp((const char *)sqlite3_column_text(pStmt, 0), zHash) == 0;
+    hit = strcmp((const char *)sqlite3_column_text(pStmt, 0), zHash) == 0;
   }
   sqlite3_reset(pStmt);
   return hit;
@@ -403,8 +417,8 @@ static int cr_pipeline_skips(cr_pipeline *p, const cr_record *pRec) {
   int skip = 0;
   if (p->pDelivered == 0 || pRec->zError || pRec->zKey == 0) return 0;
   zHash = cr_record_hash(p->pDest->eMethod, pRec);
-  if (zHash) skip = cr_key_lookup(p->pDelivered, p->pDest, pRec, zHash);
-  if (!skip && p->pUnresolved) skip = cr_key_lookup(p->pUnresolved, p->pDest, pRec, 0);
+  if (zHash) skip = cr_delivered_same(p->pDelivered, p->pDest, pRec, zHash);
+  if (!skip && p->pUnresolved) skip = cr_keyset_has(p->pUnresolved, pRec->zKey);
   sqlite3_free(zHash);
   return skip;
 }
@@ -412,7 +426,7 @@ static int cr_pipeline_skips(cr_pipeline *p, const cr_record *pRec) {
 void cr_pipeline_close(cr_pipeline *p) {
   if (p) {
     sqlite3_finalize(p->pDelivered);
-    sqlite3_finalize(p->pUnresolved);
+    cr_keyset_close(p->pUnresolved);
     cr_records_close(p->pRecords);
     cr_batcher_free(p->pBatcher);
     sqlite3_free(p);
