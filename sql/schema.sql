@@ -78,6 +78,8 @@ CREATE INDEX IF NOT EXISTS callrail_responses_unresolved
 
 -- Keyed records delivered with a 2xx: the basis of change detection.
 -- record_hash identifies the request (method, URL, body) that delivered it.
+-- WITHOUT ROWID: the key is the only way in, and one b-tree is one page
+-- less to write per delivery.
 CREATE TABLE IF NOT EXISTS callrail_delivered(
   destination  TEXT NOT NULL,
   record_key   TEXT NOT NULL,
@@ -85,4 +87,4 @@ CREATE TABLE IF NOT EXISTS callrail_delivered(
   response_id  INTEGER NOT NULL,
   delivered_at TEXT NOT NULL,
   PRIMARY KEY (destination, record_key)
-);
+) WITHOUT ROWID;
