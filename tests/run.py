@@ -37,6 +37,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
+sys.path.insert(0, TESTS)  # the test modules import tests/helpers.py
 
 
 class Fake:

@@ -11,52 +11,7 @@
 #   - it writes no audit rows.
 import json
 
-ACC = "ACC0000000000000000000000000000001"
-
-
-# -- helpers (each test file carries its own copy) ------------------------------------------
-
-def split_output(out):
-    """The JSON arrays the shell printed in .mode json, and any other text."""
-    dec = json.JSONDecoder()
-    arrays, rest, i = [], [], 0
-    while i < len(out):
-        if out[i].isspace():
-            i += 1
-            continue
-        if out[i] == "[":
-            try:
-                obj, i = dec.raw_decode(out, i)
-                arrays.append(obj)
-                continue
-            except ValueError:
-                pass
-        j = out.find("\n", i)
-        j = len(out) if j < 0 else j + 1
-        rest.append(out[i:j])
-        i = j
-    return arrays, "".join(rest)
-
-
-def run(ctx, setup, query, cred=True, expect_error=False):
-    """Runs setup quietly, then query in JSON mode.  Returns (rows of the
-    query, other output).  Without expect_error any error text fails."""
-    script = (".output /dev/null\n" + (ctx.setup_credential() if cred else "") + setup +
-              ".output stdout\n.mode json\n" + query + "\n")
-    rc, out = ctx.sql(script, check=False)
-    arrays, rest = split_output(out)
-    if not expect_error:
-        assert rc == 0 and rest.strip() == "", "unexpected shell output (rc %d):\n%s" % (rc, out)
-    rows = [r for a in arrays for r in a]
-    return rows, rest
-
-
-def responses(ctx):
-    return ctx.rows("SELECT * FROM callrail_responses ORDER BY id")
-
-
-def runs(ctx):
-    return ctx.rows("SELECT * FROM callrail_runs ORDER BY run_id")
+from helpers import ACC, responses, run, runs
 
 
 # -- tests ----------------------------------------------------------------------------------

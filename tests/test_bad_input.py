@@ -11,15 +11,13 @@ import os
 import sqlite3
 import urllib.parse
 
+import helpers
+from helpers import q
+
 ACC1 = "ACC0000000000000000000000000000001"
 URL = "/v3/a/%s/companies.json" % ACC1
 PUT_URL = "/v3/a/%s/companies/{id}.json" % ACC1
 MB = 1000000
-
-
-def q(s):
-    """s as an SQL string literal."""
-    return "'" + s.replace("'", "''") + "'"
 
 
 def dest_sql(name, cfg, active=True):
@@ -44,20 +42,8 @@ def make_table(ctx):
 
 
 def run_cases(ctx, prelude, stmts, env=None):
-    """Runs prelude, then each statement after a marker line; returns the
-    output of each statement (stdout and stderr).  The shell must not
-    crash (the runner also fails on any sanitizer report)."""
-    script = prelude + ".print @@start\n"
-    for i, stmt in enumerate(stmts):
-        script += ".print @@case %d\n%s\n" % (i, stmt)
-    script += ".print @@end\n"
-    rc, out = ctx.sql(script, env=env, check=False)
-    assert rc in (0, 1), "sqlite3 exited %d (crash?):\n%s" % (rc, out[-3000:])
-    assert "@@end" in out, "sqlite3 stopped early:\n" + out[-3000:]
-    body = out.split("@@start\n", 1)[1].split("@@end", 1)[0]
-    parts = body.split("@@case ")[1:]
-    assert len(parts) == len(stmts)
-    return [p.split("\n", 1)[1] if "\n" in p else "" for p in parts]
+    """helpers.run_cases, with exactly one output per statement."""
+    return helpers.run_cases(ctx, prelude, stmts, env=env, one_each=True)
 
 
 def assert_errors(outs, stmts, expected):

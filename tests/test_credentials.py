@@ -12,6 +12,8 @@ import glob
 import json
 import os
 
+from helpers import run_cases
+
 ACC1 = "ACC0000000000000000000000000000001"
 ACC2 = "ACC0000000000000000000000000000002"
 URL = "/v3/a/%s/companies.json" % ACC1
@@ -24,21 +26,6 @@ def dest_sql(name="d", url=URL, cred="fake", active=True, extra=""):
     if active:
         sql += "SELECT callrail_activate('%s');\n" % name
     return sql
-
-
-def run_cases(ctx, prelude, stmts, db=None, env=None):
-    """Runs prelude, then each statement after a marker line; returns the
-    output of each statement (stdout and stderr)."""
-    script = prelude + ".print @@start\n"
-    for i, stmt in enumerate(stmts):
-        script += ".print @@case %d\n%s\n" % (i, stmt)
-    script += ".print @@end\n"
-    rc, out = ctx.sql(script, db=db, env=env, check=False)
-    assert rc in (0, 1), "sqlite3 exited %d (crash?):\n%s" % (rc, out)
-    assert "@@end" in out, "sqlite3 stopped early:\n" + out
-    body = out.split("@@start\n", 1)[1].split("@@end", 1)[0]
-    parts = body.split("@@case ")[1:]
-    return [p.split("\n", 1)[1] if "\n" in p else "" for p in parts]
 
 
 def result_of(out):

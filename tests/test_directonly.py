@@ -8,6 +8,8 @@ directly, the same functions work; callrail_version() is innocuous and works
 in views and triggers."""
 import subprocess
 
+from helpers import run_cases
+
 ACC1 = "ACC0000000000000000000000000000001"
 CONFIG = '{"credential":"fake","url":"/v3/a/%s/companies.json"}' % ACC1
 
@@ -33,21 +35,6 @@ def setup_sql(ctx, active=False):
     if active:
         sql += "SELECT callrail_activate('d');\n"
     return sql
-
-
-def run_cases(ctx, prelude, stmts, db=None):
-    """Runs prelude, then each statement after a marker line; returns the
-    output of each statement (stdout and stderr)."""
-    script = prelude + ".print @@start\n"
-    for i, stmt in enumerate(stmts):
-        script += ".print @@case %d\n%s\n" % (i, stmt)
-    script += ".print @@end\n"
-    rc, out = ctx.sql(script, db=db, check=False)
-    assert rc in (0, 1), "sqlite3 exited %d (crash?):\n%s" % (rc, out)
-    assert "@@end" in out, "sqlite3 stopped early:\n" + out
-    body = out.split("@@start\n", 1)[1].split("@@end", 1)[0]
-    parts = body.split("@@case ")[1:]
-    return [p.split("\n", 1)[1] if "\n" in p else "" for p in parts]
 
 
 def plain_sqlite(ctx, script):

@@ -12,7 +12,8 @@ requests.  A preview itself sends nothing and writes no results, active or not.
 import json
 import math
 
-ACC = "ACC0000000000000000000000000000001"
+from helpers import ACC, log_url, q
+
 COMPANIES = "/v3/a/%s/companies.json" % ACC
 # Headers any HTTP client adds on its own; everything else must be in the preview.
 TRANSPORT_HEADERS = {"host", "content-length", "expect"}
@@ -20,11 +21,6 @@ TRANSPORT_HEADERS = {"host", "content-length", "expect"}
 
 # --------------------------------------------------------------------------
 # helpers
-
-def sqlq(text):
-    """An SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
 
 def query_json(ctx, sql, setup=""):
     """Runs setup quietly, then the statement sql; returns its rows as dicts."""
@@ -41,11 +37,11 @@ def query_json(ctx, sql, setup=""):
 
 
 def destination(ctx, name, cfg):
-    query_json(ctx, "SELECT callrail_destination(%s, %s)" % (sqlq(name), sqlq(json.dumps(cfg))))
+    query_json(ctx, "SELECT callrail_destination(%s, %s)" % (q(name), q(json.dumps(cfg))))
 
 
 def preview(ctx, name, query, limit=None):
-    args = "%s, %s" % (sqlq(name), sqlq(query))
+    args = "%s, %s" % (q(name), q(query))
     if limit is not None:
         args += ", %d" % limit
     return query_json(ctx, "SELECT batch, records, method, url, headers, body, error"
@@ -53,17 +49,13 @@ def preview(ctx, name, query, limit=None):
 
 
 def send(ctx, name, query):
-    return query_json(ctx, "SELECT * FROM callrail_send(%s, %s)" % (sqlq(name), sqlq(query)),
-                      setup="SELECT callrail_activate(%s);\n" % sqlq(name))
+    return query_json(ctx, "SELECT * FROM callrail_send(%s, %s)" % (q(name), q(query)),
+                      setup="SELECT callrail_activate(%s);\n" % q(name))
 
 
 def responses(ctx):
     return ctx.rows("SELECT batch, records, method, url, request_body, state, error"
                     " FROM callrail_responses ORDER BY id")
-
-
-def log_url(ctx, entry):
-    return ctx.base + entry["path"] + ("?" + entry["query"] if entry["query"] else "")
 
 
 def expected_sent_headers(preview_headers):
@@ -126,12 +118,12 @@ def create_companies(ctx, names):
     """Creates companies on the fake; returns their ids, in order."""
     destination(ctx, "setup_create", {"credential": "fake", "url": COMPANIES,
                                       "concurrency": 1})
-    rows = send(ctx, "setup_create", " UNION ALL ".join("SELECT %s AS name" % sqlq(n)
+    rows = send(ctx, "setup_create", " UNION ALL ".join("SELECT %s AS name" % q(n)
                                                         for n in names))
     assert [r["state"] for r in rows] == ["ok"] * len(names), rows
     ids = [json.loads(r["response_body"])["id"] for r in rows]
     query_json(ctx, "CREATE TABLE company_ids(pos INTEGER PRIMARY KEY, company_id TEXT);"
-               + "".join("INSERT INTO company_ids(company_id) VALUES(%s);" % sqlq(i)
+               + "".join("INSERT INTO company_ids(company_id) VALUES(%s);" % q(i)
                          for i in ids) + "SELECT 1")
     ctx.sql(".output /dev/null\nDELETE FROM callrail_responses; DELETE FROM callrail_delivered;"
             " DELETE FROM callrail_runs;\n")
@@ -411,10 +403,10 @@ def test_preview_of_200000_records_completes(ctx):
     gen = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)"
            " SELECT i, 'shop ' || i AS name, i * 0.5 AS half FROM n")
     rows = query_json(ctx, "SELECT count(*) AS n, sum(records) AS r, max(batch) AS b,"
-                           " sum(error IS NOT NULL) AS e FROM callrail_preview('d', %s)" % sqlq(gen))
+                           " sum(error IS NOT NULL) AS e FROM callrail_preview('d', %s)" % q(gen))
     assert rows == [{"n": 200, "r": 200000, "b": 200, "e": 0}], rows
     rows = query_json(ctx, "SELECT count(*) AS n, sum(records) AS r, max(batch) AS b,"
-                           " sum(error IS NOT NULL) AS e FROM callrail_preview('one', %s)" % sqlq(gen))
+                           " sum(error IS NOT NULL) AS e FROM callrail_preview('one', %s)" % q(gen))
     assert rows == [{"n": 200000, "r": 200000, "b": 200000, "e": 0}], rows
     assert ctx.fake.log() == []
 

@@ -27,123 +27,13 @@ import os
 import re
 import subprocess
 import time
-from datetime import datetime
 
-ACC = "ACC0000000000000000000000000000001"
-COMPANIES = "/v3/a/{account_id}/companies.json"
-NO_QUOTA = {"general": {"hour": None, "day": None, "minute": None, "second": None}}
+from helpers import (
+    ACC, COMPANIES, NO_QUOTA, assert_rows_match_table, assert_run, companies_dest, dest_sql,
+    iso_seconds, log_url, names_query, q, responses, run, runs, seed_companies, send_query)
+
 SEND_COLUMNS = ["response_id", "batch", "records", "method", "url", "status", "state", "error",
                 "response_body", "attempts", "duration_ms"]
-
-
-# -- helpers (each test file carries its own copy) ------------------------------------------
-
-def q(s):
-    """An SQL string literal."""
-    return "'" + str(s).replace("'", "''") + "'"
-
-
-def dest_sql(name, cfg, active=True, cred="fake"):
-    c = {"credential": cred}
-    c.update(cfg)
-    s = "SELECT callrail_destination(%s, %s);\n" % (q(name), q(json.dumps(c)))
-    if active:
-        s += "SELECT callrail_activate(%s);\n" % q(name)
-    return s
-
-
-def companies_dest(**extra):
-    cfg = {"url": COMPANIES, "params": {"account_id": ACC}, "retry": {"base_delay_ms": 10}}
-    cfg.update(extra)
-    return cfg
-
-
-def names_query(n, prefix="Shop"):
-    """n records {"name": "<prefix> i"}, i = 1..n, in order."""
-    return ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i<%d) "
-            "SELECT '%s ' || i AS name FROM s ORDER BY i" % (n, prefix))
-
-
-def split_output(out):
-    """The JSON arrays the shell printed in .mode json, and any other text."""
-    dec = json.JSONDecoder()
-    arrays, rest, i = [], [], 0
-    while i < len(out):
-        if out[i].isspace():
-            i += 1
-            continue
-        if out[i] == "[":
-            try:
-                obj, i = dec.raw_decode(out, i)
-                arrays.append(obj)
-                continue
-            except ValueError:
-                pass
-        j = out.find("\n", i)
-        j = len(out) if j < 0 else j + 1
-        rest.append(out[i:j])
-        i = j
-    return arrays, "".join(rest)
-
-
-def run(ctx, setup, query, cred=True, expect_error=False):
-    """Runs setup quietly, then query in JSON mode.  Returns (rows of the
-    query, other output).  Without expect_error any error text fails."""
-    script = (".output /dev/null\n" + (ctx.setup_credential() if cred else "") + setup +
-              ".output stdout\n.mode json\n" + query + "\n")
-    rc, out = ctx.sql(script, check=False)
-    arrays, rest = split_output(out)
-    if not expect_error:
-        assert rc == 0 and rest.strip() == "", "unexpected shell output (rc %d):\n%s" % (rc, out)
-    rows = [r for a in arrays for r in a]
-    return rows, rest
-
-
-def send_query(dest, query):
-    return "SELECT * FROM callrail_send(%s, %s);" % (q(dest), q(query))
-
-
-def responses(ctx):
-    return ctx.rows("SELECT * FROM callrail_responses ORDER BY id")
-
-
-def runs(ctx):
-    return ctx.rows("SELECT * FROM callrail_runs ORDER BY run_id")
-
-
-def log_url(ctx, e):
-    return ctx.base + e["path"] + ("?" + e["query"] if e["query"] else "")
-
-
-def assert_rows_match_table(result_rows, table):
-    """Every result row states the same facts as its callrail_responses row."""
-    by_id = {r["id"]: r for r in table}
-    assert len(by_id) == len(table)
-    for r in result_rows:
-        t = by_id.get(r["response_id"])
-        assert t is not None, "no callrail_responses row %r" % r["response_id"]
-        for col in ("batch", "records", "method", "url", "status", "state", "error",
-                    "response_body", "attempts", "duration_ms"):
-            want = t["response_body" if col == "response_body" else col]
-            assert r[col] == want, "response %d: %s is %r in the result, %r in the table" % (
-                r["response_id"], col, r[col], want)
-
-
-def assert_run(run_row, **counts):
-    for k, v in counts.items():
-        assert run_row[k] == v, "run %s: %s is %r, expected %r (%r)" % (
-            run_row["run_id"], k, run_row[k], v, run_row)
-
-
-def seed_companies(ctx, n):
-    objs = [{"name": "Seed %d" % i} for i in range(1, n + 1)]
-    return ctx.fake.call("POST", "/__fake/seed",
-                         {"account": ACC, "resource": "companies", "objects": objs})
-
-
-def iso_seconds(z):
-    """Seconds of an ISO time as the extension writes it (2024-01-01T00:00:00.123Z)."""
-    return datetime.strptime(z, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 
 
 # -- tests ----------------------------------------------------------------------------------
