@@ -21,18 +21,17 @@ FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
                 -Iext -Iinclude -I$(BUILD) $(PKG_CFLAGS)
 FUZZ_LIBS    := -lsqlite3 $(PKG_LIBS)
 
-# The ext/ modules each target links (the targets call no others).
-FUZZ_EXT_config       := ext/cr_config.c ext/cr_util.c ext/cr_http.c ext/cr_cred.c
-FUZZ_EXT_headers      := $(FUZZ_EXT_config)
-FUZZ_EXT_url_template := $(FUZZ_EXT_config) ext/cr_record.c
-FUZZ_EXT_record_json  := $(FUZZ_EXT_config) ext/cr_record.c ext/cr_request.c
+# Every target links all of ext/ (the main Makefile's SRCS, as the embedding
+# test does), so that moving code between modules never breaks the build.
+FUZZ_EXT := $(SRCS)
+FUZZ_LIBS += -lpthread
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 define FUZZ_TARGET_RULE
-$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz_common.h $(FUZZ_EXT_$(1)) $(HDRS) | deps
+$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz_common.h $(FUZZ_EXT) $(HDRS) | deps
 	@mkdir -p $(FUZZ_BUILD)/tmp
-	TMPDIR=$(abspath $(FUZZ_BUILD))/tmp $(FUZZ_CC) $(FUZZ_CFLAGS) -o $$@ tests/fuzz/fuzz_$(1).c $(FUZZ_EXT_$(1)) $(FUZZ_LIBS)
+	TMPDIR=$(abspath $(FUZZ_BUILD))/tmp $(FUZZ_CC) $(FUZZ_CFLAGS) -o $$@ tests/fuzz/fuzz_$(1).c $(FUZZ_EXT) $(FUZZ_LIBS)
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_TARGET_RULE,$(t))))
 

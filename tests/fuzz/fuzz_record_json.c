@@ -495,7 +495,7 @@ static int run_dest(sqlite3 *db, const cr_dest *pDest, const char *zQuery) {
   cr_record rec;
   char *zErr = 0;
   run r;
-  int rc;
+  int rc, wasValid;
   memset(&r, 0, sizeof(r));
   r.db = db;
   r.pDest = pDest;
@@ -530,12 +530,16 @@ static int run_dest(sqlite3 *db, const cr_dest *pDest, const char *zQuery) {
     } else if (strncmp(rec.zError, "record ", 7) != 0) {
       fz_fail("invalid record message does not name it: %s", rec.zError);
     }
+    wasValid = rec.zError == 0;
     if (cr_batcher_add(pBatch, &rec, &pReq, &zErr) != SQLITE_OK) fz_fail("batcher_add: %s", zErr);
     if (rec.zJson || rec.zBody || rec.zUrl || rec.zError)
       fz_fail("batcher kept the record's strings");
-    if (pReq && pReq->zError && pDest->eGrouping == CR_GROUP_BYTES && r.nPend > 0 &&
-        strstr(pReq->zError, "max_bytes")) {
-      /* too large for any batch: it left as an invalid record instead */
+    if (wasValid && pReq && pReq->zError) {
+      /* the batcher found it too large for any batch: it left at once as an
+      ** invalid record, not in the batch being filled */
+      if (pDest->eGrouping != CR_GROUP_BYTES || strstr(pReq->zError, "max_bytes") == 0) {
+        fz_fail("a valid record became invalid in the batcher: %s", pReq->zError);
+      }
       pending_clear(&r.aPend[--r.nPend]);
     }
     check_request(&r, pReq); /* a closed batch is the oldest records waiting */

@@ -51,9 +51,10 @@ for t in "$@"; do
   nBad=0
   : >"$BUILD/logs/$t.replay.log"
   for f in $inputs; do
-    if ! env -u FUZZ_IGNORE "$bin" -runs=1 $(opts "$t") "$f" >>"$BUILD/logs/$t.replay.log" 2>&1; then
+    if ! env -u FUZZ_IGNORE "$bin" -runs=1 -artifact_prefix="$art/replay-" $(opts "$t") "$f" \
+      >>"$BUILD/logs/$t.replay.log" 2>&1; then
       nBad=$((nBad + 1))
-      msg=$(env -u FUZZ_IGNORE "$bin" -runs=1 "$f" 2>&1 |
+      msg=$(env -u FUZZ_IGNORE "$bin" -runs=1 -artifact_prefix="$art/replay-" "$f" 2>&1 |
         grep -a -m1 -E 'FUZZ INVARIANT BROKEN|ERROR: (Address|Leak|libFuzzer)|runtime error' |
         cut -c1-220)
       printf 'fuzz: %s: FAILS: %s\n      %s\n' "$t" "$f" "$msg"
