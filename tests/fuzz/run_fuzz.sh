@@ -45,21 +45,29 @@ for t in "$@"; do
   mkdir -p "$art" "$corpus"
 
   # 1. Replay: seeds must pass; regression inputs must pass once fixed.
+  # All inputs in one process first; one process per input only to name
+  # the failing ones.
   inputs=$(find "$HERE/corpus/$t" "$HERE/crashers/$t" -type f ! -name '.*' ! -name 'README*' \
     2>/dev/null | sort)
   nIn=$(printf '%s\n' "$inputs" | grep -c . || true)
   nBad=0
-  : >"$BUILD/logs/$t.replay.log"
-  for f in $inputs; do
-    if ! env -u FUZZ_IGNORE "$bin" -runs=1 -artifact_prefix="$art/replay-" $(opts "$t") "$f" \
-      >>"$BUILD/logs/$t.replay.log" 2>&1; then
-      nBad=$((nBad + 1))
-      msg=$(env -u FUZZ_IGNORE "$bin" -runs=1 -artifact_prefix="$art/replay-" "$f" 2>&1 |
-        grep -a -m1 -E 'FUZZ INVARIANT BROKEN|ERROR: (Address|Leak|libFuzzer)|runtime error' |
-        cut -c1-220)
-      printf 'fuzz: %s: FAILS: %s\n      %s\n' "$t" "$f" "$msg"
-    fi
-  done
+  if ! env -u FUZZ_IGNORE "$bin" -runs=1 -artifact_prefix="$art/replay-" $(opts "$t") $inputs \
+    >"$BUILD/logs/$t.replay.log" 2>&1; then
+    for f in $inputs; do
+      if ! env -u FUZZ_IGNORE "$bin" -runs=1 -artifact_prefix="$art/replay-" $(opts "$t") "$f" \
+        >"$BUILD/logs/$t.replay1.log" 2>&1; then
+        nBad=$((nBad + 1))
+        msg=$(grep -a -m1 -E 'FUZZ INVARIANT BROKEN|ERROR: (Address|Leak|libFuzzer)|runtime error' \
+          "$BUILD/logs/$t.replay1.log" | cut -c1-220)
+        printf 'fuzz: %s: FAILS: %s\n      %s\n' "$t" "$f" "$msg"
+        cat "$BUILD/logs/$t.replay1.log" >>"$BUILD/logs/$t.replay.log"
+      fi
+    done
+    rm -f "$BUILD/logs/$t.replay1.log"
+    # a failure that no single input repeats (state carried between inputs)
+    [ "$nBad" -eq 0 ] && nBad=1 && echo "fuzz: $t: replaying all inputs in one process fails" \
+      "(see $BUILD/logs/$t.replay.log)"
+  fi
   echo "fuzz: $t: replayed $nIn seed and regression inputs, $nBad failing"
   [ "$nBad" -gt 0 ] && failed="$failed $t(replay)"
 
