@@ -788,6 +788,13 @@ static int cfg_wrap(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
   (void)pKey;
   if (cfg_is(pItem, "null")) return SQLITE_OK;
   rc = cfg_text(p, pItem, "null or a non-empty string", &z);
+  if (rc == SQLITE_OK && !cr_name_is_plain(z)) {
+    /* It is a JSON path label when a rejected batch is split. */
+    rc = cfg_error(p,
+                   "key \"%s\": the name may not hold a double quote, a backslash or a "
+                   "control character",
+                   pItem->zPath);
+  }
   if (rc == SQLITE_OK) {
     p->pDest->zWrap = cr_strdup(z);
     if (p->pDest->zWrap == 0) rc = cfg_nomem(p);
@@ -965,6 +972,9 @@ static int cfg_document(cfg_ctx *p, const char *zConfig) {
   const char *zType;
   int rc;
   if (zConfig == 0) return cfg_error(p, "config is NULL");
+  if (!cr_json_names_are_strings(zConfig)) {
+    return cfg_error(p, "config is not valid JSON (a member name is not a string)");
+  }
   rc = cfg_prepare(p, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END", zConfig, &pStmt);
   if (rc == SQLITE_OK) rc = cfg_step(p, pStmt);
   if (rc == SQLITE_ROW) {

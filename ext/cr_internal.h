@@ -50,6 +50,15 @@ sqlite3_int64 cr_wall_ms(void);
 ** is NULL or a BLOB. */
 const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr);
 
+/* False if the JSON text z has a member name that is not a string, which
+** SQLite 3.40 wrongly accepts and then mishandles (see cr_util.c). */
+int cr_json_names_are_strings(const char *z);
+
+/* True if attribute name z can be a JSON path label ($."z"): SQLite's
+** path syntax has no escapes, so no double quote, backslash or control
+** character. */
+int cr_name_is_plain(const char *z);
+
 /* Runs a statement of SQL with no result rows on db; SQLITE_OK or error. */
 int cr_exec(sqlite3 *db, const char *zSql, char **pzErr);
 

@@ -45,10 +45,11 @@ struct cr_records {
   int nCol;
   sqlite3_stmt *pBuild;
   sqlite3_stmt *pShape;
-  int iShapeKey;    /* shaper column of the key's type, or -1 */
-  int iShapeGroup;  /* shaper column of the grouping values, or -1 */
-  char **azParam;   /* params value per URL part (placeholders only) */
-  cr_keyset *pSeen; /* keys seen in this run */
+  int iShapeKey;      /* shaper column of the key's type, or -1 */
+  int iShapeGroup;    /* shaper column of the grouping values, or -1 */
+  char **azParam;     /* params value per URL part (placeholders only) */
+  cr_keyset *pSeen;   /* keys seen in this run */
+  sqlite3_stmt *pDup; /* a member name used twice (records from JSON text) */
   sqlite3_int64 iRow;
 };
 
@@ -211,11 +212,13 @@ static int cr_check_columns(sqlite3_stmt *pQuery, char **pzErr) {
 ** The shaper: record JSON (?1) -> body, placeholder values, key, group.
 */
 
-/* A JSON path for attribute zName.  SQLite's quoted path labels cannot hold
-** a double quote, so such a name cannot be addressed. */
+/* Attribute zName is used in a JSON path ($."zName"), whose syntax has no
+** escapes: names that JSON writes escaped could never match. */
 static int cr_path_check(const cr_dest *pDest, const char *zName, const char *zKey, char **pzErr) {
-  if (strchr(zName, '"')) {
-    cr_set_error(pzErr, "destination \"%s\": key \"%s\": attribute name %s holds a double quote",
+  if (!cr_name_is_plain(zName)) {
+    cr_set_error(pzErr,
+                 "destination \"%s\": key \"%s\": attribute name \"%s\" holds a double quote, "
+                 "a backslash or a control character",
                  pDest->zName, zKey, zName);
     return SQLITE_ERROR;
   }
@@ -268,7 +271,7 @@ static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
     ** json_extract() of SQLite 3.40 would silently cut the value at */
     sqlite3_str_appendf(pSql,
                         ", json_type(?1,'$.\"%q\"'), json_extract(?1,'$.\"%q\"'),"
-                        " instr(?1 -> '$.\"%q\"', '\\u0000')",
+                        " instr(replace(?1 -> '$.\"%q\"', '\\\\', ''), '\\u0000')",
                         zName, zName, zName);
     nOut += CR_SHAPE_PER_PLACE;
   }
@@ -278,7 +281,7 @@ static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
     sqlite3_str_appendf(pSql,
                         ", json_type(?1,'$.\"%q\"'), CAST(json_extract(?1,'$.\"%q\"') AS TEXT),"
                         " json_quote(CAST(json_extract(?1,'$.\"%q\"') AS TEXT)),"
-                        " instr(?1 -> '$.\"%q\"', '\\u0000')",
+                        " instr(replace(?1 -> '$.\"%q\"', '\\\\', ''), '\\u0000')",
                         d->zKey, d->zKey, d->zKey, d->zKey);
     p->iShapeKey = nOut;
     nOut += 4;
@@ -344,6 +347,12 @@ static int cr_records_prepare_shaper(cr_records *p, char **pzErr) {
   sqlite3_free(zSql);
   if (rc == SQLITE_OK) rc = cr_params_load(p, pzErr);
   if (rc == SQLITE_OK && p->pDest->zKey) rc = cr_keyset_open(&p->pSeen, pzErr);
+  if (rc == SQLITE_OK && (p->pQuery == 0 || p->nCol == 1)) {
+    /* A record from JSON text may name a member twice; json_remove() and
+    ** json_extract() would see only the first, the body keep both. */
+    rc = cr_prepare(p->db, "SELECT key FROM json_each(?1) GROUP BY key HAVING count(*) > 1 LIMIT 1",
+                    &p->pDup, pzErr);
+  }
   return rc;
 }
 
@@ -381,6 +390,10 @@ int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase
                     " THEN json(?1) END",
                     &pStmt, pzErr);
   }
+  if (rc == SQLITE_OK && !cr_json_names_are_strings(zJson)) {
+    cr_set_error(pzErr, "record_json is not valid JSON (a member name is not a string)");
+    rc = SQLITE_ERROR;
+  }
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zJson, -1, SQLITE_STATIC);
     if (sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_type(pStmt, 0) == SQLITE_TEXT) {
@@ -406,6 +419,7 @@ void cr_records_close(cr_records *p) {
   sqlite3_finalize(p->pBuild);
   sqlite3_finalize(p->pShape);
   cr_keyset_close(p->pSeen);
+  sqlite3_finalize(p->pDup);
   if (p->azParam) {
     for (i = 0; i < p->pDest->nUrlPart; i++)
       sqlite3_free(p->azParam[i]);
@@ -442,11 +456,40 @@ static void cr_record_invalid(cr_record *pRec, char *zMsg) {
   sqlite3_free(zMsg);
 }
 
-/* A BLOB or an infinite REAL cannot be JSON: names the first such column. */
-static char *cr_row_unrepresentable(sqlite3_stmt *pQuery) {
+/* True if column i's value would be read as JSON by the builder: it has
+** the JSON subtype, or it is the only column and TEXT. */
+static int cr_column_is_json(sqlite3_stmt *pQuery, int i) {
+  sqlite3_value *v = sqlite3_column_value(pQuery, i);
+  return sqlite3_value_type(v) == SQLITE_TEXT &&
+         (sqlite3_value_subtype(v) == 'J' || sqlite3_column_count(pQuery) == 1);
+}
+
+/* True if SQLite's json_valid() accepts z. */
+static int cr_json_valid(sqlite3 *db, const char *z) {
+  sqlite3_stmt *pStmt = 0;
+  int valid = 0;
+  if (sqlite3_prepare_v2(db, "SELECT json_valid(?1)", -1, &pStmt, 0) == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, z, -1, SQLITE_STATIC);
+    valid = sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_int(pStmt, 0);
+  }
+  sqlite3_finalize(pStmt);
+  return valid;
+}
+
+/* A BLOB or an infinite REAL cannot be JSON, nor JSON text that SQLite
+** 3.40 would mangle (text that is not JSON at all is just a string):
+** names the first such column. */
+static char *cr_row_unrepresentable(sqlite3 *db, sqlite3_stmt *pQuery) {
   int i;
   for (i = 0; i < sqlite3_column_count(pQuery); i++) {
     int t = sqlite3_column_type(pQuery, i);
+    const char *zText = (const char *)sqlite3_column_text(pQuery, i);
+    if (cr_column_is_json(pQuery, i) && !cr_json_names_are_strings(zText) &&
+        cr_json_valid(db, zText)) {
+      return sqlite3_mprintf("column \"%s\" holds malformed JSON (a member name that is not a "
+                             "string)",
+                             sqlite3_column_name(pQuery, i));
+    }
     if (t == SQLITE_BLOB) {
       return sqlite3_mprintf("column \"%s\" is a BLOB; JSON cannot hold binary data",
                              sqlite3_column_name(pQuery, i));
@@ -472,7 +515,7 @@ static void cr_real_text(double r, char *zBuf, int nBuf) {
 
 /* Runs the builder on the current row of the query. */
 static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
-  char *zBad = cr_row_unrepresentable(p->pQuery);
+  char *zBad = cr_row_unrepresentable(p->db, p->pQuery);
   int i, rc = SQLITE_OK;
   if (zBad) {
     cr_record_invalid(pRec, zBad);
@@ -513,7 +556,9 @@ static void cr_percent_encode(sqlite3_str *pOut, const char *z, int n) {
   int i;
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)z[i];
-    if (isalnum(c) || c == '-' || (c == '.' && !allDots) || c == '_' || c == '~') {
+    int unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '_' || c == '~' || (c == '.' && !allDots);
+    if (unreserved) {
       sqlite3_str_appendchar(pOut, 1, (char)c);
     } else {
       char a[3] = {'%', hex[c >> 4], hex[c & 15]};
@@ -541,6 +586,13 @@ static const char *cr_placeholder_value(cr_records *p, int i, int iCol, int *pn,
       strcmp(zType, "null") != 0) {
     const char *z = (const char *)sqlite3_column_text(p->pShape, iCol + 1);
     *pn = sqlite3_column_bytes(p->pShape, iCol + 1);
+    if (*pn == 0) {
+      /* An empty value leaves "//" or, next to a literal dot, a "."
+      ** segment that would be resolved away: never a resource. */
+      *pzWhy = sqlite3_mprintf("URL placeholder {%s%s}: attribute \"%s\" is empty", zPrefix,
+                               pPart->zText, pPart->zText);
+      return 0;
+    }
     return z;
   }
   if (zType && (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0)) {
@@ -616,8 +668,25 @@ static int cr_record_key(cr_records *p, cr_record *pRec, char **pzErr) {
 }
 
 /* Takes the record apart: body, URL, key and grouping values. */
+/* Names a member that the record has twice, or NULL. */
+static char *cr_record_dup_name(cr_records *p, const cr_record *pRec) {
+  char *zDup = 0;
+  if (p->pDup == 0) return 0;
+  sqlite3_bind_text(p->pDup, 1, pRec->zJson, -1, SQLITE_STATIC);
+  if (sqlite3_step(p->pDup) == SQLITE_ROW) {
+    zDup = sqlite3_mprintf("attribute \"%s\" appears twice", sqlite3_column_text(p->pDup, 0));
+  }
+  sqlite3_reset(p->pDup);
+  return zDup;
+}
+
 static int cr_record_shape(cr_records *p, cr_record *pRec, char **pzErr) {
   int rc = SQLITE_OK;
+  char *zDup = cr_record_dup_name(p, pRec);
+  if (zDup) {
+    cr_record_invalid(pRec, zDup);
+    return SQLITE_OK;
+  }
   sqlite3_bind_text(p->pShape, 1, pRec->zJson, -1, SQLITE_STATIC);
   if (sqlite3_step(p->pShape) != SQLITE_ROW) {
     cr_set_error(pzErr, "cannot shape record %lld: %s", pRec->iRow, sqlite3_errmsg(p->db));

@@ -79,3 +79,47 @@ const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr) {
     return (const char *)sqlite3_value_text(pVal);
   }
 }
+
+/*
+** SQLite 3.40's JSON parser accepts an object whose members are all
+** strings where a member name belongs ({{"a":"b"}:"c"}): json_valid() says
+** 1, json() rewrites it into text that is not JSON, and json_each()'s
+** fullkey crashes on it.  Text from a user (a config, a record) is checked
+** with this before SQLite's JSON functions see it.  It is a structural scan
+** for that one defect, of text json_valid() accepted, not a parser: outside
+** strings, the first thing after "{" or after "," within an object must
+** be a string (or the "}" of an empty object).
+*/
+#define CR_JSON_MAX_DEPTH 2048
+int cr_json_names_are_strings(const char *z) {
+  unsigned char aIsObj[CR_JSON_MAX_DEPTH];
+  int nDepth = 0, expectName = 0;
+  for (; *z; z++) {
+    char c = *z;
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
+    if (expectName && c != '"' && c != '}') return 0;
+    expectName = 0;
+    if (c == '"') {
+      for (z++; *z && *z != '"'; z++) {
+        if (*z == '\\' && z[1]) z++;
+      }
+      if (*z == 0) return 0;
+    } else if (c == '{' || c == '[') {
+      if (nDepth >= CR_JSON_MAX_DEPTH) return 0;
+      aIsObj[nDepth++] = c == '{';
+      expectName = c == '{';
+    } else if (c == '}' || c == ']') {
+      if (nDepth > 0) nDepth--;
+    } else if (c == ',') {
+      expectName = nDepth > 0 && aIsObj[nDepth - 1];
+    }
+  }
+  return 1;
+}
+
+int cr_name_is_plain(const char *z) {
+  for (; *z; z++) {
+    if (*z == '"' || *z == '\\' || (unsigned char)*z < 0x20) return 0;
+  }
+  return 1;
+}

@@ -35,7 +35,7 @@ SELECT callrail_destination('wrapped', '{"credential": "fake", "url": "/v3/a/ACC
 SELECT batch, records, body FROM callrail_preview('wrapped', 'nums');
 SELECT json_array_length(body, '$.companies') = records FROM callrail_preview('wrapped', 'nums');
 
-SELECT '-- a wrap name that needs JSON escaping';
+SELECT '-- a wrap name that needs JSON escaping is refused (it is a JSON path label when a batch is split)';
 SELECT callrail_destination('oddwrap', '{"credential": "fake", "url": "/v3/a/ACC0000000000000000000000000000001/companies.json",
   "batch": {"size": 2, "wrap": "we \"quote\""}}');
 SELECT body, json_valid(body) FROM callrail_preview('oddwrap', 'SELECT i FROM nums WHERE i < 4');
