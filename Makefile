@@ -3,6 +3,8 @@
 #   make          build callrail.so (and libcallrail.a for static embedding)
 #   make demo     the main job: send records to the bundled fake CallRail server
 #   make test     every test, plain and under ASan+UBSan, plus valgrind
+#   make fuzz     libFuzzer targets (FUZZ_SECONDS=N); make fuzz-smoke: ~1 minute
+#   make bench    benchmarks side by side with curl and wrk (not part of test)
 #   make lint     clang-format check
 #   make clean
 #
@@ -100,7 +102,8 @@ test: all asan $(BUILD)/embed_test $(BUILD)/asan/embed_test $(BUILD)/embed $(BUI
 	sh tests/run.sh
 
 lint:
-	clang-format --dry-run --Werror ext/*.c ext/*.h include/*.h tests/*.c tests/unit/*.c examples/*.c
+	clang-format --dry-run --Werror ext/*.c ext/*.h include/*.h tests/*.c tests/unit/*.c \
+	  tests/fuzz/*.c tests/fuzz/*.h examples/*.c
 
 clean:
 	rm -rf $(BUILD) callrail.so tests/tmp
