@@ -31,7 +31,9 @@ SQLITE_EXTENSION_INIT1
 #include "callrail.h"
 #include "cr_schema_sql.h"
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------
 ** Per-connection state, shared by every function and module registered on
@@ -89,7 +91,7 @@ static void cr_version_func(sqlite3_context *ctx, int argc, sqlite3_value **argv
 }
 
 /* ------------------------------------------------------------------------
-** callrail_credential(name, token_or_source [, api_base])
+** callrail_credential(name, token_or_source [, api_base [, ca_file]])
 */
 static int cr_credential_source(cr_conn *pConn, const char *zName, const char *zArg,
                                 const char **pzSource, char **pzErr) {
@@ -115,26 +117,38 @@ static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **a
   const char *zName = cr_arg_text(argv[0], "credential name", &zErr);
   const char *zArg = zName ? cr_arg_text(argv[1], "token or source", &zErr) : 0;
   const char *zApi = CR_DEFAULT_API_BASE;
+  const char *zCaFile = 0;
   int rc = zArg ? SQLITE_OK : SQLITE_ERROR;
 
   if (rc == SQLITE_OK && argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL) {
     zApi = cr_arg_text(argv[2], "api_base", &zErr);
     if (zApi == 0) rc = SQLITE_ERROR;
   }
+  if (rc == SQLITE_OK && argc > 3 && sqlite3_value_type(argv[3]) != SQLITE_NULL) {
+    zCaFile = cr_arg_text(argv[3], "ca_file", &zErr);
+    if (zCaFile == 0) rc = SQLITE_ERROR;
+    if (rc == SQLITE_OK && access(zCaFile, R_OK) != 0) {
+      cr_set_error(&zErr, "credential \"%s\": cannot read ca_file %s: %s", zName, zCaFile,
+                   strerror(errno));
+      rc = SQLITE_ERROR;
+    }
+  }
   if (rc == SQLITE_OK) rc = cr_api_base_normalize(zName, zApi, &zBase, &zErr);
   if (rc == SQLITE_OK) rc = cr_schema_ensure(pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_credential_source(pConn, zName, zArg, &zSource, &zErr);
   if (rc == SQLITE_OK) {
     rc = cr_prepare(pConn->db,
-                    "INSERT INTO callrail_credentials(name, source, api_base) VALUES(?1,?2,?3)"
-                    " ON CONFLICT(name) DO UPDATE SET source=excluded.source,"
-                    " api_base=excluded.api_base",
+                    "INSERT INTO callrail_credentials(name, source, api_base, ca_file)"
+                    " VALUES(?1,?2,?3,?4) ON CONFLICT(name) DO UPDATE SET"
+                    " source=excluded.source, api_base=excluded.api_base,"
+                    " ca_file=excluded.ca_file",
                     &pStmt, &zErr);
   }
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 2, zSource, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 3, zBase, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 4, zCaFile, -1, SQLITE_STATIC);
     rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     if (rc != SQLITE_OK)
       cr_set_error(&zErr, "cannot save credential: %s", sqlite3_errmsg(pConn->db));
@@ -297,6 +311,7 @@ static const struct {
     {"callrail_version", 0, CR_PURE, cr_version_func},
     {"callrail_credential", 2, CR_SIDE_EFFECTS, cr_credential_func},
     {"callrail_credential", 3, CR_SIDE_EFFECTS, cr_credential_func},
+    {"callrail_credential", 4, CR_SIDE_EFFECTS, cr_credential_func},
     {"callrail_destination", 2, CR_SIDE_EFFECTS, cr_destination_func},
     {"callrail_activate", 1, CR_SIDE_EFFECTS, cr_activate_func},
     {"callrail_deactivate", 1, CR_SIDE_EFFECTS, cr_deactivate_func},

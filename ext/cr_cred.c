@@ -81,6 +81,7 @@ void cr_cred_free(cr_cred *p) {
   if (p) {
     sqlite3_free(p->zName);
     sqlite3_free(p->zApiBase);
+    sqlite3_free(p->zCaFile);
     cr_wipe_free(p->zToken);
     sqlite3_free(p);
   }
@@ -296,8 +297,8 @@ static int cr_cred_row(sqlite3 *db, const char *zName, cr_cred **ppCred, char **
     cr_set_error(pzErr, "credential name is NULL");
     return SQLITE_ERROR;
   }
-  rc = cr_prepare(db, "SELECT source, api_base FROM callrail_credentials WHERE name=?1", &pStmt,
-                  pzErr);
+  rc = cr_prepare(db, "SELECT source, api_base, ca_file FROM callrail_credentials WHERE name=?1",
+                  &pStmt, pzErr);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     if (sqlite3_step(pStmt) != SQLITE_ROW) {
@@ -313,6 +314,7 @@ static int cr_cred_row(sqlite3 *db, const char *zName, cr_cred **ppCred, char **
       p->zName = cr_strdup(zName);
       p->zApiBase = 0;
       p->zToken = 0;
+      p->zCaFile = cr_strdup((const char *)sqlite3_column_text(pStmt, 2));
       /* The table may have been edited (or come with a file someone else
       ** wrote): its api_base passes the same rules again before any use. */
       rc = cr_api_base_normalize(zName, (const char *)sqlite3_column_text(pStmt, 1), &p->zApiBase,

@@ -260,6 +260,7 @@ static size_t cr_on_body(char *pData, size_t size, size_t nmemb, void *pArg) {
   char *zNew;
   if (pX->nResponse + (sqlite3_int64)n > pX->maxResponse) {
     cr_set_error(&pX->zError, "response body larger than %lld bytes; cut off", pX->maxResponse);
+    pX->bodyCut = 1;
     return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
   }
   zNew = sqlite3_realloc64(pX->zResponse, pX->nResponse + n + 1);
@@ -354,8 +355,13 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_PREREQFUNCTION, cr_on_prereq, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_PREREQDATA, pX, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
-  /* The curl tool's variable for another CA bundle; libcurl ignores it. */
-  if (getenv("CURL_CA_BUNDLE")) CR_SETOPT(rc, pX, CURLOPT_CAINFO, getenv("CURL_CA_BUNDLE"), pzErr);
+  /* The credential's ca_file, else the curl tool's CURL_CA_BUNDLE (which
+  ** libcurl itself ignores), else the system's certificates. */
+  if (pX->pCred->zCaFile) {
+    CR_SETOPT(rc, pX, CURLOPT_CAINFO, pX->pCred->zCaFile, pzErr);
+  } else if (getenv("CURL_CA_BUNDLE")) {
+    CR_SETOPT(rc, pX, CURLOPT_CAINFO, getenv("CURL_CA_BUNDLE"), pzErr);
+  }
   if (rc == SQLITE_OK) rc = cr_xfer_method(pX, pzErr);
   return rc;
 }
@@ -451,9 +457,16 @@ static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
   pX->durationMs = cr_now_ms() - pX->tStart;
   curl_easy_getinfo(pX->pEasy, CURLINFO_RESPONSE_CODE, &status);
   curl_multi_remove_handle(p->pMulti, pX->pEasy);
-  if (cc == CURLE_OK) {
+  if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && pX->bodyCut)) {
+    /* A body cut off at max_response_bytes still came with its status:
+    ** the answer is known, only the body (dropped, not kept half) is not. */
     pX->status = (int)status;
     pX->reachedServer = 1;
+    if (pX->bodyCut) {
+      sqlite3_free(pX->zResponse);
+      pX->zResponse = 0;
+      pX->nResponse = 0;
+    }
   } else {
     cr_xfer_failed(pX, cc);
   }

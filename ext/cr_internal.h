@@ -145,6 +145,7 @@ int cr_dest_load(sqlite3 *db, const char *zName, cr_dest **ppDest, int *pActive,
 typedef struct cr_cred {
   char *zName;
   char *zApiBase; /* scheme://host[:port], no trailing slash */
+  char *zCaFile;  /* CA bundle to verify it with, or NULL */
   char *zToken;   /* the secret; wiped by cr_cred_free() */
 } cr_cred;
 
@@ -305,6 +306,7 @@ typedef struct cr_xfer {
   char *zRetryAfter; /* Retry-After header value, or NULL */
   char *zLocation;   /* Location header value, or NULL */
   int cancelled;     /* cut off by cr_http_abort() */
+  int bodyCut;       /* the body exceeded maxResponse (zError says so) */
   /* private */
   int eStage;             /* CR_XFER_*: where the transfer is */
   struct cr_xfer *pNextQ; /* in the transport's queues */

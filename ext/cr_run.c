@@ -274,7 +274,7 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
   int canRetry = pJob->nAttempts < d->maxAttempts && !pRun->stopping;
   sqlite3_int64 msAfter;
 
-  if (st >= 200 && st < 300) return cr_job_end(pRun, pJob, "ok", 0, pzErr);
+  if (st >= 200 && st < 300) return cr_job_end(pRun, pJob, "ok", cr_strdup(pX->zError), pzErr);
   if (st >= 300 && st < 400) {
     return cr_job_end(pRun, pJob, "failed",
                       sqlite3_mprintf("HTTP %d redirect to %s not followed", st,

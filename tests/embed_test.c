@@ -438,7 +438,8 @@ static void t_surface(sqlite3 *db) {
       SQLITE_DIRECTONLY, SQLITE_INNOCUOUS);
   char *zWhy = expect_text(db, zSql,
                            "callrail_activate/1/directonly callrail_credential/2/directonly"
-                           " callrail_credential/3/directonly callrail_deactivate/1/directonly"
+                           " callrail_credential/3/directonly callrail_credential/4/directonly"
+                           " callrail_deactivate/1/directonly"
                            " callrail_destination/2/directonly callrail_test/2/directonly"
                            " callrail_version/0/innocuous");
   report("function_list_exact", zWhy);
