@@ -972,9 +972,6 @@ static int cfg_document(cfg_ctx *p, const char *zConfig) {
   const char *zType;
   int rc;
   if (zConfig == 0) return cfg_error(p, "config is NULL");
-  if (!cr_json_names_are_strings(zConfig)) {
-    return cfg_error(p, "config is not valid JSON (a member name is not a string)");
-  }
   rc = cfg_prepare(p, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END", zConfig, &pStmt);
   if (rc == SQLITE_OK) rc = cfg_step(p, pStmt);
   if (rc == SQLITE_ROW) {
@@ -983,6 +980,8 @@ static int cfg_document(cfg_ctx *p, const char *zConfig) {
       rc = cfg_error(p, "config is not valid JSON");
     } else if (strcmp(zType, "object") != 0) {
       rc = cfg_error(p, "config must be a JSON object, got %s", zType);
+    } else if (!cr_json_names_are_strings(zConfig)) {
+      rc = cfg_error(p, "config is not valid JSON (a member name is not a string)");
     } else {
       rc = SQLITE_OK;
     }

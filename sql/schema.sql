@@ -7,7 +7,8 @@ CREATE TABLE IF NOT EXISTS callrail_credentials(
   name       TEXT PRIMARY KEY NOT NULL,
   source     TEXT NOT NULL,
   api_base   TEXT NOT NULL DEFAULT 'https://api.callrail.com',
-  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+  ca_file    TEXT  -- CA certificates to verify api_base with, or NULL: the system's
 );
 
 CREATE TABLE IF NOT EXISTS callrail_destinations(
