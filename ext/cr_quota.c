@@ -51,7 +51,7 @@ void cr_quota_key_clear(cr_quota_key *pKey) {
 ** Pacing: sliding windows per (account, class)
 **
 ** A window counts the requests of the last `span` ms in slots of `slot` ms
-** (10 ms for the per-second window, 1 s for the hour, 10 s for the day).
+** (1 ms for the per-second window, 1 s for the hour, 10 s for the day).
 ** A request stays counted until a whole span has passed since the end of
 ** its slot, so the count never falls short of the truth: pacing errs on
 ** the safe side by at most one slot.  Usage is loaded from callrail_responses (every request of
@@ -73,7 +73,7 @@ static const sqlite3_int64 cr_default_limits[3][CR_N_WINDOW] = {
     /* calls */ {0, 100, 2000},
 };
 static const sqlite3_int64 cr_window_span[CR_N_WINDOW] = {1000, 3600000, 86400000};
-static const sqlite3_int64 cr_window_slot[CR_N_WINDOW] = {10, 1000, 10000};
+static const sqlite3_int64 cr_window_slot[CR_N_WINDOW] = {1, 1000, 10000};
 
 /* While a window has less than this share of its limit left, usage is
 ** reloaded from the database every CR_RELOAD_MS. */
