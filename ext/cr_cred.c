@@ -142,6 +142,10 @@ int cr_url_is_loopback(const char *zUrl) {
 int cr_origin_check(const char *zApiBase, const char *zUrl, char **pzErr) {
   cr_origin a, b;
   int rc = SQLITE_ERROR;
+  size_t n = strlen(zApiBase);
+  /* The usual case, a path joined to the normalised api_base (which names
+  ** scheme, host and port): the same origin without parsing. */
+  if (strncmp(zUrl, zApiBase, n) == 0 && zUrl[n] == '/') return SQLITE_OK;
   if (cr_origin_parse(zApiBase, &a, 0) != CURLUE_OK) {
     cr_set_error(pzErr, "api_base \"%s\" is not a valid URL", zApiBase);
     return SQLITE_ERROR;
@@ -319,6 +323,7 @@ static int cr_cred_row(sqlite3 *db, const char *zName, cr_cred **ppCred, char **
       ** wrote): its api_base passes the same rules again before any use. */
       rc = cr_api_base_normalize(zName, (const char *)sqlite3_column_text(pStmt, 1), &p->zApiBase,
                                  pzErr);
+      p->isLoopback = rc == SQLITE_OK && cr_url_is_loopback(p->zApiBase);
       if (pzSource) *pzSource = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
       *ppCred = p;
     }

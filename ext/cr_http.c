@@ -331,7 +331,7 @@ static int cr_xfer_method(cr_xfer *pX, char **pzErr) {
 }
 
 static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
-  int loopback = cr_url_is_loopback(pX->pCred->zApiBase);
+  int loopback = pX->pCred->isLoopback;
   const char *zProto = loopback ? "http,https" : "https";
   int rc = SQLITE_OK;
   CR_SETOPT(rc, pX, CURLOPT_URL, pX->zUrl, pzErr);

@@ -146,6 +146,7 @@ typedef struct cr_cred {
   char *zName;
   char *zApiBase; /* scheme://host[:port], no trailing slash */
   char *zCaFile;  /* CA bundle to verify it with, or NULL */
+  int isLoopback; /* api_base is a loopback address (http allowed) */
   char *zToken;   /* the secret; wiped by cr_cred_free() */
 } cr_cred;
 

@@ -33,6 +33,8 @@ struct cr_store {
   sqlite3_stmt *pOutcome;
   sqlite3_stmt *pInvalid;
   sqlite3_stmt *pDelivered;
+  sqlite3_stmt *pBegin;  /* BEGIN IMMEDIATE */
+  sqlite3_stmt *pCommit; /* COMMIT */
 };
 
 #define CR_NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
@@ -110,6 +112,11 @@ static int cr_store_connect(cr_store *p, sqlite3 *db, char **pzErr) {
   }
   p->ownsDb = 1;
   sqlite3_busy_timeout(p->db, CR_STORE_BUSY_MS);
+  /* While the user's statement reads, no checkpoint can get past its
+  ** snapshot: trying after every commit only costs (about 12 % of a
+  ** request's instructions).  The WAL is checkpointed by the connections
+  ** that write after the run, or when the last one closes. */
+  sqlite3_wal_autocheckpoint(p->db, 0);
   return SQLITE_OK;
 }
 
@@ -126,6 +133,8 @@ int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_outcome, &p->pOutcome, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_invalid, &p->pInvalid, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_delivered, &p->pDelivered, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, "BEGIN IMMEDIATE", &p->pBegin, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, "COMMIT", &p->pCommit, pzErr);
   if (rc != SQLITE_OK) {
     cr_store_close(p);
     *pp = 0;
@@ -142,6 +151,8 @@ void cr_store_close(cr_store *p) {
   sqlite3_finalize(p->pOutcome);
   sqlite3_finalize(p->pInvalid);
   sqlite3_finalize(p->pDelivered);
+  sqlite3_finalize(p->pBegin);
+  sqlite3_finalize(p->pCommit);
   if (p->ownsDb) sqlite3_close(p->db);
   sqlite3_free(p);
 }
@@ -151,10 +162,19 @@ void cr_store_close(cr_store *p) {
 ** every request leaves, and at least every few hundred ms while outcomes
 ** arrive.  (On the user's connection each write stands alone, or joins
 ** the user's transaction.) */
+/* Steps BEGIN or COMMIT, prepared once. */
+static int cr_store_exec(cr_store *p, sqlite3_stmt *pStmt, char **pzErr) {
+  int rc = sqlite3_step(pStmt);
+  sqlite3_reset(pStmt);
+  if (rc == SQLITE_DONE) return SQLITE_OK;
+  cr_set_error(pzErr, "%s", sqlite3_errmsg(p->db));
+  return rc;
+}
+
 static int cr_store_begin(cr_store *p, char **pzErr) {
   int rc = SQLITE_OK;
   if (p->ownsDb && !p->inTxn) {
-    rc = cr_exec(p->db, "BEGIN IMMEDIATE", pzErr);
+    rc = cr_store_exec(p, p->pBegin, pzErr);
     p->inTxn = rc == SQLITE_OK;
     p->tTxn = cr_now_ms();
   }
@@ -164,7 +184,7 @@ static int cr_store_begin(cr_store *p, char **pzErr) {
 int cr_store_flush(cr_store *p, char **pzErr) {
   int rc = SQLITE_OK;
   if (p->inTxn) {
-    rc = cr_exec(p->db, "COMMIT", pzErr);
+    rc = cr_store_exec(p, p->pCommit, pzErr);
     if (rc != SQLITE_OK) {
       cr_set_error(pzErr, "cannot commit to the audit tables: %s", sqlite3_errmsg(p->db));
       cr_exec(p->db, "ROLLBACK", 0);
