@@ -116,6 +116,10 @@ int cr_http_new(cr_http **pp, char **pzErr) {
   curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_multi_setopt(p->pMulti, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  /* libcurl's cache otherwise holds 4 x the transfers in flight; as each
+  ** request has its own handle, idle keep-alive connections (TLS sessions
+  ** against CallRail) would be closed between refills. */
+  curl_multi_setopt(p->pMulti, CURLMOPT_MAXCONNECTS, (long)CR_MAX_CONCURRENCY);
   return SQLITE_OK;
 }
 
