@@ -392,13 +392,16 @@ int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_xfer_setup(p, pX, pzErr);
   if (rc == SQLITE_OK && !p->hasWorker) rc = cr_worker_start(p, pzErr);
   if (rc == SQLITE_OK) {
+    int wake;
     p->nRunning++;
     pX->tStart = cr_now_ms();
     pX->eStage = CR_XFER_QUEUED;
     pthread_mutex_lock(&p->mutex);
+    /* One wakeup per intake: the worker takes the whole list at once. */
+    wake = p->toAdd.pHead == 0;
     cr_list_push(&p->toAdd, pX);
     pthread_mutex_unlock(&p->mutex);
-    curl_multi_wakeup(p->pMulti);
+    if (wake) curl_multi_wakeup(p->pMulti);
   }
   return rc;
 }
@@ -476,13 +479,24 @@ static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
   }
 }
 
-/* Hands a finished transfer back to the caller's thread. */
-static void cr_worker_finish(cr_http *p, cr_xfer *pX) {
+/* Hands finished transfers back to the caller's thread, with one wakeup
+** for all of them. */
+static void cr_worker_finish_all(cr_http *p, cr_xfer_list *pList) {
+  cr_xfer *pX;
+  if (pList->pHead == 0) return;
   pthread_mutex_lock(&p->mutex);
-  pX->eStage = CR_XFER_DONE;
-  cr_list_push(&p->done, pX);
+  while ((pX = cr_list_pop(pList)) != 0) {
+    pX->eStage = CR_XFER_DONE;
+    cr_list_push(&p->done, pX);
+  }
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->mutex);
+}
+
+static void cr_worker_finish(cr_http *p, cr_xfer *pX) {
+  cr_xfer_list one = {0, 0};
+  cr_list_push(&one, pX);
+  cr_worker_finish_all(p, &one);
 }
 
 /* Takes the new transfers and the cancellations; 0 once told to stop. */
@@ -525,6 +539,7 @@ static void *cr_worker_main(void *pArg) {
   while (cr_worker_intake(p)) {
     int nStill = 0, nMsg = 0;
     CURLMsg *pMsg;
+    cr_xfer_list done = {0, 0};
     curl_multi_perform(p->pMulti, &nStill);
     while ((pMsg = curl_multi_info_read(p->pMulti, &nMsg)) != 0) {
       if (pMsg->msg == CURLMSG_DONE) {
@@ -532,9 +547,10 @@ static void *cr_worker_main(void *pArg) {
         CURLcode cc = pMsg->data.result;
         curl_easy_getinfo(pMsg->easy_handle, CURLINFO_PRIVATE, (char **)&pX);
         cr_xfer_done(p, pX, cc);
-        cr_worker_finish(p, pX);
+        cr_list_push(&done, pX);
       }
     }
+    cr_worker_finish_all(p, &done);
     curl_multi_poll(p->pMulti, 0, 0, 1000, 0);
   }
   return 0;

@@ -40,6 +40,10 @@ SQLITE_EXTENSION_INIT3
 ** already read leave while the user's query computes the next. */
 #define CR_FILL_MS 20
 
+/* A free transfer slot waits at most this long for others to free up, so
+** that one commit (an fsync) starts several requests. */
+#define CR_REFILL_MS 2
+
 /* Outcomes are committed at least this often while transfers run. */
 #define CR_COMMIT_MS 200
 
@@ -72,6 +76,7 @@ struct cr_run {
   int stopping;              /* start nothing new */
   int interrupted;           /* ... not even what was already admitted */
   const char *zStatus;       /* final status once stopping */
+  sqlite3_int64 tFilled;     /* when requests were last started */
   sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
   sqlite3_int64 tQuotaUntil; /* the pacer holds requests back until then */
   cr_pacer *pPacer;
@@ -226,7 +231,8 @@ static sqlite3_int64 cr_backoff_ms(const cr_dest *d, int nAttempts) {
 static void cr_job_retry(cr_run *pRun, cr_job *pJob, sqlite3_int64 msDelay) {
   if (msDelay > pRun->pDest->maxDelayMs) msDelay = pRun->pDest->maxDelayMs;
   cr_xfer_clear(&pJob->x);
-  pJob->tNotBefore = cr_now_ms() + msDelay;
+  /* +1: cr_now_ms() truncates, and Retry-After means "at least". */
+  pJob->tNotBefore = cr_now_ms() + msDelay + 1;
   pJob->pNext = pRun->pQueue;
   pRun->pQueue = pJob;
 }
@@ -290,7 +296,8 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
     msAfter = cr_retry_after_ms(pX->zRetryAfter);
     if (msAfter < 0) msAfter = cr_backoff_ms(d, pJob->nAttempts);
     if (canRetry) {
-      if (cr_now_ms() + msAfter > pRun->tPauseUntil) pRun->tPauseUntil = cr_now_ms() + msAfter;
+      sqlite3_int64 tUntil = cr_now_ms() + msAfter + 1; /* +1: as in cr_job_retry() */
+      if (tUntil > pRun->tPauseUntil) pRun->tPauseUntil = tUntil;
       cr_job_retry(pRun, pJob, msAfter);
       return SQLITE_OK;
     }
@@ -430,6 +437,19 @@ static int cr_run_admit(cr_run *pRun, cr_job *pJob, int *pOk, char **pzErr) {
 
 static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr);
 
+/* How long to wait before refilling: each refill costs a commit (an
+** fsync), so one request per commit would make the disk, not the network,
+** the limit.  Refill once half the slots are free, or CR_REFILL_MS after
+** the last refill once any is: against a slow server slots free up one by
+** one, and a free slot must not idle for long.  -1: no slot is free. */
+static int cr_run_refill_wait(cr_run *pRun, sqlite3_int64 tNow) {
+  int nFree = pRun->pDest->concurrency - pRun->nFlying;
+  sqlite3_int64 ms = pRun->tFilled + CR_REFILL_MS - tNow;
+  if (nFree <= 0) return -1;
+  if (pRun->nFlying == 0 || nFree >= pRun->pDest->concurrency / 2 || ms <= 0) return 0;
+  return (int)ms;
+}
+
 /* Starts jobs until `concurrency` are in flight or none is ready.  Their
 ** pending rows (and the outcomes recorded since the last commit) are
 ** committed in one transaction before any of them leaves. */
@@ -438,14 +458,8 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
   sqlite3_int64 tStart = cr_now_ms();
   int i, n = 0, ok = 1;
   int rc = SQLITE_OK;
-  /* Refill once a quarter of the slots are free: each refill costs a
-  ** commit (an fsync), so starting one request per commit would make the
-  ** disk, not the network, the limit. */
-  if (pRun->nFlying > 0 &&
-      pRun->pDest->concurrency - pRun->nFlying < pRun->pDest->concurrency / 4) {
-    return SQLITE_OK;
-  }
-  /* ... but a slow query must not hold back the requests already read. */
+  if (cr_run_refill_wait(pRun, tStart) != 0) return SQLITE_OK;
+  /* A slow query must not hold back the requests already read. */
   while (rc == SQLITE_OK && ok && !pRun->stopping && cr_now_ms() - tStart < CR_FILL_MS &&
          pRun->nFlying + n < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
          pRun->pHead == 0) {
@@ -467,6 +481,7 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
     }
   }
   if (rc == SQLITE_OK) rc = cr_store_flush(pRun->pStore, pzErr);
+  if (n > 0) pRun->tFilled = cr_now_ms();
   for (i = 0; i < n; i++) {
     if (rc == SQLITE_OK && !pRun->interrupted) {
       rc = cr_job_start(pRun, apStart[i], pzErr);
@@ -645,7 +660,8 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
     if (!pRun->stopping) rc = cr_run_fill(pRun, pzErr);
     if (rc != SQLITE_OK || pRun->pHead) break;
     if (pRun->nFlying > 0) {
-      rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
+      int ms = cr_run_refill_wait(pRun, cr_now_ms());
+      rc = cr_run_wait(pRun, ms > 0 && ms < CR_POLL_MS ? ms : CR_POLL_MS, pzErr);
     } else if (!pRun->stopping) {
       rc = cr_run_doze(pRun, pzErr);
     }

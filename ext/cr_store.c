@@ -22,6 +22,9 @@ SQLITE_EXTENSION_INIT3
 /* How long the store's connection waits for a lock held by another. */
 #define CR_STORE_BUSY_MS 10000
 
+/* The store connection's page cache, in KiB. */
+#define CR_STORE_CACHE_KIB "256"
+
 struct cr_store {
   sqlite3 *db;        /* where the rows go */
   int ownsDb;         /* db is the store's own connection */
@@ -48,7 +51,7 @@ static const char cr_sql_run_end[] =
 static const char cr_sql_pending[] =
     "INSERT INTO callrail_responses(run_id, destination, batch, records, record_keys, method, url,"
     " request_body, state, attempts, sent_at, sent_ms, quota_bucket, quota_class)"
-    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 1, " CR_NOW ", ?9, ?10, ?11)";
+    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 1, ?12, ?9, ?10, ?11)";
 static const char cr_sql_outcome[] =
     "UPDATE callrail_responses SET status=?2, state=?3, response_body=?4, error=?5, attempts=?6,"
     " duration_ms=?7 WHERE id=?1";
@@ -59,8 +62,8 @@ static const char cr_sql_invalid[] =
 
 static const char cr_sql_delivered[] =
     "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
-    " delivered_at) SELECT ?1, k.value, h.value, ?4, " CR_NOW
-    " FROM json_each(?2) k JOIN json_each(?3) h ON h.key = k.key WHERE 1"
+    " delivered_at) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), ?4, ?5"
+    " FROM json_each(?2) k WHERE 1"
     " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
     " response_id=excluded.response_id, delivered_at=excluded.delivered_at";
 
@@ -117,7 +120,9 @@ static int cr_store_connect(cr_store *p, sqlite3 *db, char **pzErr) {
   ** request's instructions).  The WAL is checkpointed by the connections
   ** that write after the run, or when the last one closes. */
   sqlite3_wal_autocheckpoint(p->db, 0);
-  return SQLITE_OK;
+  /* The store appends: the pages it revisits are the last few of each
+  ** b-tree, so a small cache does (SQLite's default is 2 MiB). */
+  return cr_exec(p->db, "PRAGMA cache_size=-" CR_STORE_CACHE_KIB, pzErr);
 }
 
 int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
@@ -268,14 +273,18 @@ static void cr_bind_request(sqlite3_stmt *pStmt, int iFirst, const char *zDest,
 
 int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr) {
+  sqlite3_int64 ms = cr_wall_ms();
+  char zSentAt[CR_ISO_TIME_SIZE];
   cr_quota_key q;
   int rc;
   cr_quota_key_of(pReq->eMethod, pReq->zUrl, &q);
+  cr_iso_time(ms, zSentAt);
   sqlite3_bind_int64(p->pPending, 1, iRun);
   cr_bind_request(p->pPending, 2, zDest, pReq);
-  sqlite3_bind_int64(p->pPending, 9, cr_wall_ms());
+  sqlite3_bind_int64(p->pPending, 9, ms);
   sqlite3_bind_text(p->pPending, 10, q.zBucket, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pPending, 11, q.zClass, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pPending, 12, zSentAt, -1, SQLITE_STATIC);
   rc = cr_store_step(p, p->pPending, "a pending request", pzErr);
   *piId = sqlite3_last_insert_rowid(p->db);
   cr_quota_key_clear(&q);
@@ -311,7 +320,10 @@ int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const 
   sqlite3_bind_text(p->pDelivered, 1, zDest, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pDelivered, 2, zKeys, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pDelivered, 3, zHashes, -1, SQLITE_STATIC);
+  char zNow[CR_ISO_TIME_SIZE];
+  cr_iso_time(cr_wall_ms(), zNow);
   sqlite3_bind_int64(p->pDelivered, 4, iId);
+  sqlite3_bind_text(p->pDelivered, 5, zNow, -1, SQLITE_STATIC);
   return cr_store_step(p, p->pDelivered, "delivered records", pzErr);
 }
 
