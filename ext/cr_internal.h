@@ -46,11 +46,6 @@ sqlite3_int64 cr_now_ms(void);
 /* Unix time in milliseconds (wall clock), for audit timestamps. */
 sqlite3_int64 cr_wall_ms(void);
 
-/* ms (cr_wall_ms) as strftime('%Y-%m-%dT%H:%M:%fZ') writes it; computed
-** here because the audit rows are written per request. */
-#define CR_ISO_TIME_SIZE 80
-void cr_iso_time(sqlite3_int64 ms, char *zOut);
-
 /* The text of an SQL argument, or NULL with an error naming zWhat when it
 ** is NULL or a BLOB. */
 const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr);

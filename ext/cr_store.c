@@ -51,7 +51,8 @@ static const char cr_sql_run_end[] =
 static const char cr_sql_pending[] =
     "INSERT INTO callrail_responses(run_id, destination, batch, records, record_keys, method, url,"
     " request_body, state, attempts, sent_at, sent_ms, quota_bucket, quota_class)"
-    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 1, ?12, ?9, ?10, ?11)";
+    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 1,"
+    " strftime('%Y-%m-%dT%H:%M:%fZ', ?9 / 1000.0, 'unixepoch'), ?9, ?10, ?11)";
 static const char cr_sql_outcome[] =
     "UPDATE callrail_responses SET status=?2, state=?3, response_body=?4, error=?5, attempts=?6,"
     " duration_ms=?7 WHERE id=?1";
@@ -62,7 +63,7 @@ static const char cr_sql_invalid[] =
 
 static const char cr_sql_delivered[] =
     "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
-    " delivered_at) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), ?4, ?5"
+    " delivered_at) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), ?4, " CR_NOW
     " FROM json_each(?2) k WHERE 1"
     " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
     " response_id=excluded.response_id, delivered_at=excluded.delivered_at";
@@ -273,18 +274,14 @@ static void cr_bind_request(sqlite3_stmt *pStmt, int iFirst, const char *zDest,
 
 int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr) {
-  sqlite3_int64 ms = cr_wall_ms();
-  char zSentAt[CR_ISO_TIME_SIZE];
   cr_quota_key q;
   int rc;
   cr_quota_key_of(pReq->eMethod, pReq->zUrl, &q);
-  cr_iso_time(ms, zSentAt);
   sqlite3_bind_int64(p->pPending, 1, iRun);
   cr_bind_request(p->pPending, 2, zDest, pReq);
-  sqlite3_bind_int64(p->pPending, 9, ms);
+  sqlite3_bind_int64(p->pPending, 9, cr_wall_ms()); /* sent_ms, and sent_at from it */
   sqlite3_bind_text(p->pPending, 10, q.zBucket, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pPending, 11, q.zClass, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pPending, 12, zSentAt, -1, SQLITE_STATIC);
   rc = cr_store_step(p, p->pPending, "a pending request", pzErr);
   *piId = sqlite3_last_insert_rowid(p->db);
   cr_quota_key_clear(&q);
@@ -320,10 +317,7 @@ int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const 
   sqlite3_bind_text(p->pDelivered, 1, zDest, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pDelivered, 2, zKeys, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pDelivered, 3, zHashes, -1, SQLITE_STATIC);
-  char zNow[CR_ISO_TIME_SIZE];
-  cr_iso_time(cr_wall_ms(), zNow);
   sqlite3_bind_int64(p->pDelivered, 4, iId);
-  sqlite3_bind_text(p->pDelivered, 5, zNow, -1, SQLITE_STATIC);
   return cr_store_step(p, p->pDelivered, "delivered records", pzErr);
 }
 

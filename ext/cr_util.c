@@ -33,14 +33,6 @@ sqlite3_int64 cr_wall_ms(void) {
   return (sqlite3_int64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void cr_iso_time(sqlite3_int64 ms, char *zOut) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  snprintf(zOut, CR_ISO_TIME_SIZE, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
-
 int cr_prepare(sqlite3 *db, const char *zSql, sqlite3_stmt **ppStmt, char **pzErr) {
   int rc = sqlite3_prepare_v2(db, zSql, -1, ppStmt, 0);
   if (rc != SQLITE_OK) cr_set_error(pzErr, "callrail: internal SQL failed: %s", sqlite3_errmsg(db));
