@@ -248,7 +248,9 @@ def test_answer_within_timeout_ms_is_ok_even_while_the_users_query_is_slow(ctx):
                   send_query("co", slow))
     log = ctx.fake.log()
     table = responses(ctx)
-    assert [body_name(e["body"]) for e in log] == ["x1", "x2", "x3"], log
+    # x1 and x2 leave together on two connections, so either may arrive first
+    names = [body_name(e["body"]) for e in log]
+    assert sorted(names[:2]) == ["x1", "x2"] and names[2:] == ["x3"], log
     assert log[1]["fault"] == "delay" and log[2]["time"] - log[1]["time"] > 1.2, (
         "the query was not slow enough to prove anything: %.2f s"
         % (log[2]["time"] - log[1]["time"]))
