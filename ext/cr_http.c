@@ -3,17 +3,21 @@
 **
 ** One multi handle lives with the database connection, so its connection
 ** cache, DNS cache and TLS sessions serve every request and every run;
-** HTTP/2 multiplexing is used where the server offers it.  A worker thread
-** of the connection drives libcurl: the caller's thread steps the user's
-** query and writes the audit rows, and a query that takes seconds to
-** produce its next row never stalls a transfer in flight (whose answer
-** would otherwise be read late and judged timed out).  The caller hands
-** transfers over with cr_http_start() and takes finished ones back with
-** cr_http_wait(); only the worker ever touches the multi handle.
+** HTTP/2 multiplexing is used where the server offers it.  The caller
+** hands transfers over with cr_http_start() and takes finished ones back
+** with cr_http_wait().
+**
+** One thread at a time drives the multi handle (the driver).  Usually it
+** is the caller's own thread, inside cr_http_wait(): no thread switch per
+** request.  A worker thread of the connection takes over when the caller
+** has been away for CR_TAKEOVER_MS - stepping a user's query that takes
+** seconds per row, committing, or waiting for the consumer of its rows -
+** so that an answer in flight is never read late and judged timed out.
+** The caller takes the multi handle back the next time it calls in.
 **
 ** Safety rules that every request follows (SPEC section 6):
 **   - the URL's origin must be the credential's api_base, checked here,
-**     right before the key is put into a header;
+**     before the transfer gets the header that carries the key;
 **   - only https (http for loopback bases) and no redirects: a 3xx is an
 **     answer, recorded with its Location;
 **   - TLS peers and host names are always verified;
@@ -40,18 +44,36 @@ typedef struct cr_xfer_list {
   cr_xfer *pTail;
 } cr_xfer_list;
 
+/* The worker takes the multi handle over once the caller has been away
+** this long with transfers in flight. */
+#define CR_TAKEOVER_MS 5
+
+/* Who drives the multi handle. */
+#define CR_DRIVER_NONE 0   /* nobody: nothing to drive */
+#define CR_DRIVER_CALLER 1 /* the caller's thread, in a call or just out */
+#define CR_DRIVER_WORKER 2 /* the worker thread */
+
 struct cr_http {
-  CURLM *pMulti; /* the worker's alone */
+  /* the driver's */
+  CURLM *pMulti;
   CURLSH *pShare;
-  int nRunning; /* started and not yet handed back (caller's) */
+  cr_xfer_list done; /* finished, not yet handed back */
+  int nActive;       /* transfers in libcurl */
+  /* the caller's */
+  int nRunning; /* started and not yet handed back */
   pthread_t worker;
   int hasWorker;
-  pthread_mutex_t mutex; /* guards what follows */
-  pthread_cond_t cond;   /* signalled when a transfer is done */
-  int stop;              /* the worker should exit */
-  cr_xfer_list toAdd;    /* started, not yet given to libcurl */
-  cr_xfer_list toCancel; /* to be taken out of libcurl */
-  cr_xfer_list done;     /* finished, not yet handed back */
+  /* guarded by mutex */
+  pthread_mutex_t mutex;
+  pthread_cond_t callerCond; /* the worker gave the multi handle back */
+  pthread_cond_t workerCond; /* the worker may have something to drive */
+  int eDriver;               /* CR_DRIVER_* */
+  int anyActive;             /* nActive > 0 when the caller last left */
+  int callerBusy;            /* the caller is driving, in a call */
+  int callerWants;           /* the caller waits to take it back */
+  sqlite3_int64 tBusyUntil;  /* monotonic ms that call ends at the latest */
+  sqlite3_int64 tCallerLeft; /* monotonic ms the caller last left */
+  int stop;                  /* the worker should exit */
 };
 
 static void cr_list_push(cr_xfer_list *pList, cr_xfer *pX) {
@@ -112,7 +134,8 @@ int cr_http_new(cr_http **pp, char **pzErr) {
     return SQLITE_ERROR;
   }
   pthread_mutex_init(&p->mutex, 0);
-  pthread_cond_init(&p->cond, 0);
+  pthread_cond_init(&p->callerCond, 0);
+  pthread_cond_init(&p->workerCond, 0);
   curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   curl_share_setopt(p->pShare, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_multi_setopt(p->pMulti, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
@@ -128,13 +151,15 @@ void cr_http_free(cr_http *p) {
   if (p->hasWorker) {
     pthread_mutex_lock(&p->mutex);
     p->stop = 1;
+    pthread_cond_signal(&p->workerCond);
     pthread_mutex_unlock(&p->mutex);
     curl_multi_wakeup(p->pMulti);
     pthread_join(p->worker, 0);
   }
   if (p->pMulti) {
     pthread_mutex_destroy(&p->mutex);
-    pthread_cond_destroy(&p->cond);
+    pthread_cond_destroy(&p->callerCond);
+    pthread_cond_destroy(&p->workerCond);
     curl_multi_cleanup(p->pMulti);
   }
   if (p->pShare) curl_share_cleanup(p->pShare);
@@ -142,7 +167,7 @@ void cr_http_free(cr_http *p) {
 }
 
 /* The header list holds the key: wipe it before it is freed. */
-static void cr_headers_free(struct curl_slist *pList) {
+void cr_http_headers_free(struct curl_slist *pList) {
   struct curl_slist *p;
   for (p = pList; p; p = p->next)
     memset(p->data, 0, strlen(p->data));
@@ -151,7 +176,7 @@ static void cr_headers_free(struct curl_slist *pList) {
 
 void cr_xfer_clear(cr_xfer *pX) {
   if (pX->pEasy) curl_easy_cleanup(pX->pEasy);
-  cr_headers_free(pX->pHeaders);
+  cr_http_headers_free(pX->pHeaders);
   sqlite3_free(pX->zResponse);
   sqlite3_free(pX->zError);
   sqlite3_free(pX->zRetryAfter);
@@ -214,6 +239,14 @@ static int cr_header_to_slist(void *pArg, const char *zName, const char *zVal) {
   return SQLITE_OK;
 }
 
+int cr_http_headers(const cr_dest *pDest, const cr_cred *pCred, int hasBody,
+                    struct curl_slist **ppList) {
+  int rc = cr_headers_each(pDest, pCred->zToken, hasBody, cr_header_to_slist, ppList);
+  /* Without this libcurl adds "Expect: 100-continue" to large bodies. */
+  if (rc == SQLITE_OK) rc = cr_header_to_slist(ppList, "Expect", "");
+  return rc;
+}
+
 typedef struct cr_json_headers {
   sqlite3_stmt *pSet; /* SELECT json_set(?1, '$."' || ?2 || '"', ?3) */
   char *zJson;
@@ -251,8 +284,6 @@ char *cr_headers_json(sqlite3 *db, const cr_dest *pDest, int hasBody) {
   }
   return h.zJson;
 }
-
-static int cr_worker_start(cr_http *p, char **pzErr);
 
 /* ------------------------------------------------------------------------
 ** Callbacks
@@ -349,7 +380,7 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_NOSIGNAL, 1L, pzErr);
   /* A record value may hold "..": it is sent as it is, never resolved. */
   CR_SETOPT(rc, pX, CURLOPT_PATH_AS_IS, 1L, pzErr);
-  CR_SETOPT(rc, pX, CURLOPT_HTTPHEADER, pX->pHeaders, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_HTTPHEADER, pX->pHeaderList ? pX->pHeaderList : pX->pHeaders, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_TIMEOUT_MS, (long)pX->pDest->timeoutMs, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_CONNECTTIMEOUT_MS, (long)pX->pDest->connectTimeoutMs, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_WRITEFUNCTION, cr_on_body, pzErr);
@@ -370,7 +401,8 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   return rc;
 }
 
-int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr) {
+/* Makes pX's easy handle, its origin checked first. */
+static int cr_xfer_prepare(cr_http *p, cr_xfer *pX, char **pzErr) {
   int rc = cr_origin_check(pX->pCred->zApiBase, pX->zUrl, pzErr);
   pX->status = 0;
   pX->nPrereq = 0;
@@ -383,26 +415,10 @@ int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr) {
       rc = SQLITE_ERROR;
     }
   }
-  if (rc == SQLITE_OK) {
-    rc = cr_headers_each(pX->pDest, pX->pCred->zToken, pX->zBody != 0, cr_header_to_slist,
-                         &pX->pHeaders);
-    /* Without this libcurl adds "Expect: 100-continue" to large bodies. */
-    if (rc == SQLITE_OK) rc = cr_header_to_slist(&pX->pHeaders, "Expect", "");
+  if (rc == SQLITE_OK && pX->pHeaderList == 0) {
+    rc = cr_http_headers(pX->pDest, pX->pCred, pX->zBody != 0, &pX->pHeaders);
   }
   if (rc == SQLITE_OK) rc = cr_xfer_setup(p, pX, pzErr);
-  if (rc == SQLITE_OK && !p->hasWorker) rc = cr_worker_start(p, pzErr);
-  if (rc == SQLITE_OK) {
-    int wake;
-    p->nRunning++;
-    pX->tStart = cr_now_ms();
-    pX->eStage = CR_XFER_QUEUED;
-    pthread_mutex_lock(&p->mutex);
-    /* One wakeup per intake: the worker takes the whole list at once. */
-    wake = p->toAdd.pHead == 0;
-    cr_list_push(&p->toAdd, pX);
-    pthread_mutex_unlock(&p->mutex);
-    if (wake) curl_multi_wakeup(p->pMulti);
-  }
   return rc;
 }
 
@@ -455,15 +471,17 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
 }
 
 /* ------------------------------------------------------------------------
-** The worker thread
+** Driving libcurl (whichever thread is the driver)
 */
 
-/* Records how a transfer ended (on the worker) and takes it out of libcurl. */
+/* Records how a transfer ended and takes it out of libcurl. */
 static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
   long status = 0;
   pX->durationMs = cr_now_ms() - pX->tStart;
   curl_easy_getinfo(pX->pEasy, CURLINFO_RESPONSE_CODE, &status);
   curl_multi_remove_handle(p->pMulti, pX->pEasy);
+  p->nActive--;
+  pX->eStage = CR_XFER_DONE;
   if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && pX->bodyCut)) {
     /* A body cut off at max_response_bytes still came with its status:
     ** the answer is known, only the body (dropped, not kept half) is not. */
@@ -479,54 +497,96 @@ static void cr_xfer_done(cr_http *p, cr_xfer *pX, CURLcode cc) {
   }
 }
 
-/* Hands finished transfers back to the caller's thread, with one wakeup
-** for all of them. */
-static void cr_worker_finish_all(cr_http *p, cr_xfer_list *pList) {
-  cr_xfer *pX;
-  if (pList->pHead == 0) return;
-  pthread_mutex_lock(&p->mutex);
-  while ((pX = cr_list_pop(pList)) != 0) {
-    pX->eStage = CR_XFER_DONE;
-    cr_list_push(&p->done, pX);
-  }
-  pthread_cond_broadcast(&p->cond);
-  pthread_mutex_unlock(&p->mutex);
-}
-
-static void cr_worker_finish(cr_http *p, cr_xfer *pX) {
-  cr_xfer_list one = {0, 0};
-  cr_list_push(&one, pX);
-  cr_worker_finish_all(p, &one);
-}
-
-/* Takes the new transfers and the cancellations; 0 once told to stop. */
-static int cr_worker_intake(cr_http *p) {
-  cr_xfer_list add, cancel;
-  cr_xfer *pX;
-  int go;
-  pthread_mutex_lock(&p->mutex);
-  go = !p->stop;
-  add = p->toAdd;
-  cancel = p->toCancel;
-  memset(&p->toAdd, 0, sizeof(p->toAdd));
-  memset(&p->toCancel, 0, sizeof(p->toCancel));
-  pthread_mutex_unlock(&p->mutex);
-  while ((pX = cr_list_pop(&add)) != 0) {
-    pX->eStage = CR_XFER_RUNNING;
-    if (curl_multi_add_handle(p->pMulti, pX->pEasy) != CURLM_OK) {
-      pX->zError = sqlite3_mprintf("libcurl cannot start the transfer");
-      cr_worker_finish(p, pX);
+/* Lets libcurl move every transfer on and moves the finished ones to the
+** done list.  Returns how many are still running. */
+static int cr_http_pump(cr_http *p) {
+  int nStill = 0, nMsg = 0;
+  CURLMsg *pMsg;
+  curl_multi_perform(p->pMulti, &nStill);
+  while ((pMsg = curl_multi_info_read(p->pMulti, &nMsg)) != 0) {
+    if (pMsg->msg == CURLMSG_DONE) {
+      cr_xfer *pX = 0;
+      CURLcode cc = pMsg->data.result;
+      curl_easy_getinfo(pMsg->easy_handle, CURLINFO_PRIVATE, (char **)&pX);
+      cr_xfer_done(p, pX, cc);
+      cr_list_push(&p->done, pX);
     }
   }
-  while ((pX = cr_list_pop(&cancel)) != 0) {
-    curl_multi_remove_handle(p->pMulti, pX->pEasy);
-    pX->durationMs = cr_now_ms() - pX->tStart;
-    pX->reachedServer = pX->nPrereq > 0;
-    pX->cancelled = 1;
-    if (pX->zError == 0) pX->zError = sqlite3_mprintf("interrupted before the response arrived");
-    cr_worker_finish(p, pX);
+  return nStill;
+}
+
+/* ------------------------------------------------------------------------
+** Handing the multi handle between the caller and the worker
+*/
+
+/* Makes the caller's thread the driver until cr_caller_leave(), taking the
+** multi handle back from the worker if it has it.  tUntil: when the call
+** will be over at the latest (the worker does not take over before). */
+static void cr_caller_enter(cr_http *p, sqlite3_int64 tUntil) {
+  pthread_mutex_lock(&p->mutex);
+  if (p->eDriver == CR_DRIVER_WORKER) {
+    p->callerWants = 1;
+    curl_multi_wakeup(p->pMulti);
+    while (p->eDriver == CR_DRIVER_WORKER)
+      pthread_cond_wait(&p->callerCond, &p->mutex);
+    p->callerWants = 0;
   }
-  return go;
+  p->eDriver = CR_DRIVER_CALLER;
+  p->callerBusy = 1;
+  p->tBusyUntil = tUntil;
+  pthread_mutex_unlock(&p->mutex);
+}
+
+/* The caller stays the driver but stops driving: if it does not call in
+** again within CR_TAKEOVER_MS, the worker takes over. */
+static void cr_caller_leave(cr_http *p) {
+  pthread_mutex_lock(&p->mutex);
+  if (!p->anyActive && p->nActive > 0) {
+    pthread_cond_signal(&p->workerCond); /* it slept: nothing was running */
+  }
+  p->anyActive = p->nActive > 0;
+  p->callerBusy = 0;
+  p->tCallerLeft = cr_now_ms();
+  pthread_mutex_unlock(&p->mutex);
+}
+
+/* Whether the worker should drive now: 0 to take over, else how long to
+** sleep before looking again (-1: until signalled).  Under the mutex. */
+static sqlite3_int64 cr_worker_turn(cr_http *p) {
+  sqlite3_int64 t;
+  if (p->eDriver != CR_DRIVER_CALLER || !p->anyActive) return -1;
+  t = (p->callerBusy ? p->tBusyUntil : p->tCallerLeft) + CR_TAKEOVER_MS - cr_now_ms();
+  if (p->callerBusy && t < CR_TAKEOVER_MS) t = CR_TAKEOVER_MS;
+  return t > 0 ? t : 0;
+}
+
+static void cr_cond_wait_ms(pthread_cond_t *pCond, pthread_mutex_t *pMutex, sqlite3_int64 ms) {
+  struct timespec ts;
+  if (ms < 0) {
+    pthread_cond_wait(pCond, pMutex);
+    return;
+  }
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+  pthread_cond_timedwait(pCond, pMutex, &ts);
+}
+
+/* True once the worker must hand the multi handle back. */
+static int cr_worker_must_yield(cr_http *p) {
+  int yield;
+  pthread_mutex_lock(&p->mutex);
+  yield = p->callerWants || p->stop;
+  pthread_mutex_unlock(&p->mutex);
+  return yield;
+}
+
+/* Drives until nothing runs or the caller wants the multi handle back. */
+static void cr_worker_drive(cr_http *p) {
+  while (cr_http_pump(p) > 0 && !cr_worker_must_yield(p)) {
+    curl_multi_poll(p->pMulti, 0, 0, 1000, 0);
+  }
 }
 
 /* Signals are the caller's (Ctrl-C must reach the shell's handler), so the
@@ -536,23 +596,22 @@ static void *cr_worker_main(void *pArg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, 0);
-  while (cr_worker_intake(p)) {
-    int nStill = 0, nMsg = 0;
-    CURLMsg *pMsg;
-    cr_xfer_list done = {0, 0};
-    curl_multi_perform(p->pMulti, &nStill);
-    while ((pMsg = curl_multi_info_read(p->pMulti, &nMsg)) != 0) {
-      if (pMsg->msg == CURLMSG_DONE) {
-        cr_xfer *pX = 0;
-        CURLcode cc = pMsg->data.result;
-        curl_easy_getinfo(pMsg->easy_handle, CURLINFO_PRIVATE, (char **)&pX);
-        cr_xfer_done(p, pX, cc);
-        cr_list_push(&done, pX);
-      }
+  pthread_mutex_lock(&p->mutex);
+  while (!p->stop) {
+    sqlite3_int64 ms = cr_worker_turn(p);
+    if (ms == 0) {
+      p->eDriver = CR_DRIVER_WORKER;
+      pthread_mutex_unlock(&p->mutex);
+      cr_worker_drive(p);
+      pthread_mutex_lock(&p->mutex);
+      p->eDriver = CR_DRIVER_NONE;
+      p->anyActive = p->nActive > 0;
+      pthread_cond_signal(&p->callerCond);
+    } else {
+      cr_cond_wait_ms(&p->workerCond, &p->mutex, ms);
     }
-    cr_worker_finish_all(p, &done);
-    curl_multi_poll(p->pMulti, 0, 0, 1000, 0);
   }
+  pthread_mutex_unlock(&p->mutex);
   return 0;
 }
 
@@ -569,42 +628,61 @@ static int cr_worker_start(cr_http *p, char **pzErr) {
 ** The caller's side
 */
 
-int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr) {
-  (void)pzErr;
-  pthread_mutex_lock(&p->mutex);
-  if (p->done.pHead == 0 && msWait > 0 && p->nRunning > 0) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += msWait / 1000;
-    ts.tv_nsec += (long)(msWait % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-    pthread_cond_timedwait(&p->cond, &p->mutex, &ts);
+int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr) {
+  int rc = cr_xfer_prepare(p, pX, pzErr);
+  if (rc == SQLITE_OK && !p->hasWorker) rc = cr_worker_start(p, pzErr);
+  if (rc == SQLITE_OK) {
+    pX->tStart = cr_now_ms();
+    cr_caller_enter(p, pX->tStart);
+    if (curl_multi_add_handle(p->pMulti, pX->pEasy) == CURLM_OK) {
+      pX->eStage = CR_XFER_RUNNING;
+      p->nActive++;
+      p->nRunning++;
+    } else {
+      cr_set_error(pzErr, "libcurl cannot start the transfer");
+      rc = SQLITE_ERROR;
+    }
+    cr_caller_leave(p);
   }
+  return rc;
+}
+
+int cr_http_wait(cr_http *p, int msWait, cr_xfer **ppDone, char **pzErr) {
+  sqlite3_int64 tEnd = cr_now_ms() + msWait;
+  (void)pzErr;
+  cr_caller_enter(p, tEnd);
   *ppDone = cr_list_pop(&p->done);
-  pthread_mutex_unlock(&p->mutex);
+  while (*ppDone == 0 && p->nActive > 0) {
+    int ms;
+    cr_http_pump(p);
+    *ppDone = cr_list_pop(&p->done);
+    ms = (int)(tEnd - cr_now_ms());
+    if (*ppDone || ms <= 0) break;
+    curl_multi_poll(p->pMulti, 0, 0, ms, 0);
+  }
   if (*ppDone) p->nRunning--;
+  cr_caller_leave(p);
   return SQLITE_OK;
 }
 
 int cr_http_abort(cr_http *p, cr_xfer *pX) {
-  pthread_mutex_lock(&p->mutex);
-  if (pX->eStage == CR_XFER_QUEUED) {
-    /* Never given to libcurl: it cannot have left. */
-    cr_list_remove(&p->toAdd, pX);
+  cr_caller_enter(p, cr_now_ms());
+  if (pX->eStage == CR_XFER_RUNNING) {
+    curl_multi_remove_handle(p->pMulti, pX->pEasy);
+    p->nActive--;
     pX->eStage = CR_XFER_DONE;
+    pX->durationMs = cr_now_ms() - pX->tStart;
+    pX->reachedServer = pX->nPrereq > 0;
     pX->cancelled = 1;
-    pX->zError = sqlite3_mprintf("interrupted before it was sent");
-  } else if (pX->eStage == CR_XFER_RUNNING) {
-    cr_list_push(&p->toCancel, pX);
-    curl_multi_wakeup(p->pMulti);
-    while (pX->eStage != CR_XFER_DONE)
-      pthread_cond_wait(&p->cond, &p->mutex);
-    cr_list_remove(&p->done, pX);
+    if (pX->zError == 0) {
+      pX->zError = pX->reachedServer ? sqlite3_mprintf("interrupted before the response arrived")
+                                     : sqlite3_mprintf("interrupted before it was sent");
+    }
   } else {
     cr_list_remove(&p->done, pX); /* finished meanwhile: its answer stands */
   }
-  pthread_mutex_unlock(&p->mutex);
   p->nRunning--;
+  cr_caller_leave(p);
   return pX->cancelled;
 }
 

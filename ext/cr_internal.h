@@ -292,11 +292,12 @@ typedef struct cr_xfer {
   /* inputs */
   int eMethod;
   const char *zUrl;
-  const char *zBody;         /* NULL: no body */
-  const cr_dest *pDest;      /* headers and timeouts */
-  const cr_cred *pCred;      /* token and api_base */
-  sqlite3_int64 maxResponse; /* body cap in bytes */
-  void *pArg;                /* caller's */
+  const char *zBody;              /* NULL: no body */
+  const cr_dest *pDest;           /* headers and timeouts */
+  const cr_cred *pCred;           /* token and api_base */
+  sqlite3_int64 maxResponse;      /* body cap in bytes */
+  struct curl_slist *pHeaderList; /* from cr_http_headers(), or NULL: made here */
+  void *pArg;                     /* caller's */
   /* outputs */
   int status;      /* HTTP status, 0 when none arrived */
   char *zResponse; /* body as received (NUL-terminated), or NULL */
@@ -310,7 +311,7 @@ typedef struct cr_xfer {
   int bodyCut;       /* the body exceeded maxResponse (zError says so) */
   /* private */
   int eStage;             /* CR_XFER_*: where the transfer is */
-  struct cr_xfer *pNextQ; /* in the transport's queues */
+  struct cr_xfer *pNextQ; /* in the transport's done list */
   CURL *pEasy;
   struct curl_slist *pHeaders;
   char zErrBuf[CURL_ERROR_SIZE];
@@ -318,11 +319,16 @@ typedef struct cr_xfer {
   sqlite3_int64 tStart;
 } cr_xfer;
 
-#define CR_XFER_QUEUED 1  /* handed to the worker, not yet to libcurl */
-#define CR_XFER_RUNNING 2 /* in libcurl */
-#define CR_XFER_DONE 3    /* finished, back or on its way to the caller */
+#define CR_XFER_RUNNING 1 /* in libcurl */
+#define CR_XFER_DONE 2    /* finished, back or on its way to the caller */
 
 int cr_http_new(cr_http **pp, char **pzErr);
+/* The header lines (key included) of every request to pDest with or
+** without a body, for cr_xfer.pHeaderList; freed by cr_http_headers_free,
+** which wipes the key. */
+int cr_http_headers(const cr_dest *pDest, const cr_cred *pCred, int hasBody,
+                    struct curl_slist **ppList);
+void cr_http_headers_free(struct curl_slist *pList);
 void cr_http_free(cr_http *p);
 /* Starts a transfer; it runs while cr_http_wait() is called. */
 int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr);

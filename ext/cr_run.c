@@ -80,6 +80,7 @@ struct cr_run {
   sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
   sqlite3_int64 tQuotaUntil; /* the pacer holds requests back until then */
   cr_pacer *pPacer;
+  struct curl_slist *apHeaders[2]; /* header lines, without and with a body */
   int ended;
   int counted;              /* holds one of pConn->nRuns */
   sqlite3_int64 nRecovered; /* pending rows of dead runs made unknown */
@@ -344,11 +345,21 @@ static int cr_job_intend(cr_run *pRun, cr_job *pJob, char **pzErr) {
   return rc;
 }
 
+/* The header lines of the run's requests with or without a body: built
+** once, as every request of a run has the same. */
+static struct curl_slist *cr_run_headers(cr_run *pRun, int hasBody) {
+  if (pRun->apHeaders[hasBody] == 0) {
+    (void)cr_http_headers(pRun->pDest, pRun->pCred, hasBody, &pRun->apHeaders[hasBody]);
+  }
+  return pRun->apHeaders[hasBody];
+}
+
 /* Hands a job whose pending row is committed to libcurl. */
 static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
   cr_xfer *pX = &pJob->x;
   char *zErr = 0;
   memset(pX, 0, sizeof(*pX));
+  pX->pHeaderList = cr_run_headers(pRun, pJob->pReq->zBody != 0);
   pX->eMethod = pJob->pReq->eMethod;
   pX->zUrl = pJob->pReq->zUrl;
   pX->zBody = pJob->pReq->zBody;
@@ -784,6 +795,8 @@ void cr_run_close(cr_run *pRun) {
   cr_pipeline_close(pRun->pPipe);
   cr_store_close(pRun->pStore);
   cr_pacer_free(pRun->pPacer);
+  cr_http_headers_free(pRun->apHeaders[0]);
+  cr_http_headers_free(pRun->apHeaders[1]);
   cr_cred_free(pRun->pCred);
   cr_dest_free(pRun->pDest);
   sqlite3_free(pRun);

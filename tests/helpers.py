@@ -266,7 +266,11 @@ def check_audit(ctx, log, table, maybe_unsent=()):
       request's answer came too late (timeout): no success is ever repeated;
     - a row with a status has the status of its last request; an `ok` row's is
       a 2xx; a `pending` or `unknown` row has none.
+    - the database passes PRAGMA integrity_check, which checks the schema's
+      CHECK constraints: the audit connection writes with them off.
     Returns {row id: [its log entries]}."""
+    integrity = ctx.rows("PRAGMA integrity_check")
+    assert integrity == [{"integrity_check": "ok"}], integrity
     maybe_unsent = set(maybe_unsent)
     entries = {}
     for e in sorted(log, key=lambda e: e["seq"]):
