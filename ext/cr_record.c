@@ -227,7 +227,10 @@ static int cr_path_check(const cr_dest *pDest, const char *zName, const char *zK
 
 /* Appends f(?1, path1, path2, ...) for the attributes azName, nested or
 ** concatenated by CR_BUILD_CHUNK (SQLite limits a function's arguments):
-** zJoin NULL nests f (json_remove), else joins the chunks with it. */
+** zJoin NULL nests f (json_remove), else f takes each attribute's JSON
+** text (?1 -> path, not json_extract: a number too large for a double
+** would become Inf, which is no JSON and equal to any other such number)
+** and the chunks are joined with zJoin. */
 static int cr_shape_multi(const cr_dest *d, sqlite3_str *pSql, const char *zFunc, const char *zJoin,
                           char **azName, int nName, const char *zKey, char **pzErr) {
   int i, rc = SQLITE_OK;
@@ -245,7 +248,7 @@ static int cr_shape_multi(const cr_dest *d, sqlite3_str *pSql, const char *zFunc
     } else if (zJoin == 0 || i > 0) {
       sqlite3_str_appendall(pSql, ", ");
     }
-    sqlite3_str_appendf(pSql, zJoin ? "json_extract(?1,'$.\"%q\"')" : "'$.\"%q\"'", azName[i]);
+    sqlite3_str_appendf(pSql, zJoin ? "(?1 -> '$.\"%q\"')" : "'$.\"%q\"'", azName[i]);
   }
   sqlite3_str_appendall(pSql, ")");
   return rc;

@@ -255,6 +255,19 @@ def test_preview_equals_send_batches_split_by_url_attribute_and_bytes(ctx):
     assert [r["error"][:9] for r in rows if r["error"]] == ["record 11", "record 12"], rows
 
 
+def test_batch_by_attribute_tells_numbers_beyond_a_double_apart(ctx):
+    # 1e999 and 2e999 are both Inf as doubles: the batch must still change
+    # where the JSON value changes (found by fuzz_record_json)
+    destination(ctx, "d", {"credential": "fake", "url": COMPANIES,
+                           "batch": {"size": 10, "grouping": "attribute",
+                                     "attributes": ["tier"]}})
+    query = ("SELECT json(column1) FROM (VALUES ('{\"name\":\"a\",\"tier\":1e999}'),"
+             " ('{\"name\":\"b\",\"tier\":1e999}'), ('{\"name\":\"c\",\"tier\":2e999}'))")
+    rows = preview(ctx, "d", query)
+    assert [r["records"] for r in rows] == [2, 1], rows
+    assert [[c["name"] for c in json.loads(r["body"])] for r in rows] == [["a", "b"], ["c"]]
+
+
 def test_preview_equals_send_delete(ctx):
     ids = create_companies(ctx, ["gone 1", "gone 2"])
     destination(ctx, "d", {"credential": "fake", "method": "DELETE", "concurrency": 1,
