@@ -330,7 +330,8 @@ int cr_http_headers(const cr_dest *pDest, const cr_cred *pCred, int hasBody,
                     struct curl_slist **ppList);
 void cr_http_headers_free(struct curl_slist *pList);
 void cr_http_free(cr_http *p);
-/* Starts a transfer; it runs while cr_http_wait() is called. */
+/* Starts a transfer; it runs while cr_http_wait() is called, and on the
+** transport's worker thread while the caller is away. */
 int cr_http_start(cr_http *p, cr_xfer *pX, char **pzErr);
 /* Drives transfers for at most msWait ms; *ppDone receives a finished
 ** transfer or NULL.  A finished transfer is detached from libcurl. */
