@@ -603,13 +603,16 @@ static const char *cr_placeholder_value(cr_records *p, int i, int iCol, int *pn,
                              pPart->zText, pPart->zText, zType);
     return 0;
   }
-  if (p->azParam[i]) {
+  /* An empty params value is no resource either. */
+  if (p->azParam[i] && p->azParam[i][0]) {
     *pn = (int)strlen(p->azParam[i]);
     return p->azParam[i];
   }
   *pzWhy = sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s", zPrefix,
                            pPart->zText, pPart->zText, zType ? "NULL" : "missing",
-                           pPart->recordOnly ? "" : " and params has none");
+                           pPart->recordOnly ? ""
+                           : p->azParam[i]   ? " and params has it empty"
+                                             : " and params has none");
   return 0;
 }
 

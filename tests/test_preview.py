@@ -268,6 +268,18 @@ def test_batch_by_attribute_tells_numbers_beyond_a_double_apart(ctx):
     assert [[c["name"] for c in json.loads(r["body"])] for r in rows] == [["a", "b"], ["c"]]
 
 
+def test_empty_params_value_makes_the_record_invalid_not_an_empty_segment(ctx):
+    # {company_id} from params "" would leave /companies/.json: no resource
+    # (found by fuzz_url_template; an empty attribute was refused already)
+    destination(ctx, "d", {"credential": "fake", "method": "DELETE",
+                           "url": "/v3/a/%s/companies/{company_id}.json" % ACC,
+                           "params": {"company_id": ""}})
+    rows = preview(ctx, "d", "SELECT 'x' AS name")
+    assert len(rows) == 1 and not rows[0]["url"].endswith("/.json"), rows
+    assert rows[0]["error"] == ("record 1: URL placeholder {company_id} has no value: attribute"
+                                " \"company_id\" is missing and params has it empty"), rows
+
+
 def test_preview_equals_send_delete(ctx):
     ids = create_companies(ctx, ["gone 1", "gone 2"])
     destination(ctx, "d", {"credential": "fake", "method": "DELETE", "concurrency": 1,
