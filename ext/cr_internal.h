@@ -297,7 +297,6 @@ typedef struct cr_xfer {
   const cr_cred *pCred;           /* token and api_base */
   sqlite3_int64 maxResponse;      /* body cap in bytes */
   struct curl_slist *pHeaderList; /* from cr_http_headers(), or NULL: made here */
-  void *pArg;                     /* caller's */
   /* outputs */
   int status;      /* HTTP status, 0 when none arrived */
   char *zResponse; /* body as received (NUL-terminated), or NULL */

@@ -346,7 +346,8 @@ static int cr_job_intend(cr_run *pRun, cr_job *pJob, char **pzErr) {
 }
 
 /* The header lines of the run's requests with or without a body: built
-** once, as every request of a run has the same. */
+** once, as every request of a run has the same.  NULL when out of memory:
+** the transfer then makes its own, and reports if it cannot. */
 static struct curl_slist *cr_run_headers(cr_run *pRun, int hasBody) {
   if (pRun->apHeaders[hasBody] == 0) {
     (void)cr_http_headers(pRun->pDest, pRun->pCred, hasBody, &pRun->apHeaders[hasBody]);
