@@ -27,7 +27,8 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 SRCS := ext/callrail.c ext/cr_util.c ext/cr_keyset.c ext/cr_config.c ext/cr_cred.c ext/cr_record.c \
         ext/cr_request.c ext/cr_http.c ext/cr_quota.c ext/cr_live.c ext/cr_store.c ext/cr_run.c \
-        ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c
+        ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c \
+        ext/cr_schema.c ext/cr_identity.c
 HDRS := ext/cr_internal.h include/callrail.h $(BUILD)/cr_schema_sql.h
 
 .PHONY: all deps demo test test-fast lint clean asan valgrind
@@ -48,12 +49,19 @@ deps:
 	  fi; \
 	fi
 
-# The schema lives in sql/schema.sql; the extension carries it as a string.
-$(BUILD)/cr_schema_sql.h: sql/schema.sql
+# The schema lives in sql/schema.sql and its upgrades in sql/migrations/NNN.sql
+# (NNN: the version it upgrades to); the extension carries them as strings,
+# cr_migrations[NNN] being the script of version NNN.
+MIGRATIONS := $(sort $(wildcard sql/migrations/*.sql))
+SQL_TO_C = grep -v '^--' $(1) | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/  "/' -e 's/$$/\\n"/'
+$(BUILD)/cr_schema_sql.h: sql/schema.sql $(MIGRATIONS)
 	@mkdir -p $(BUILD)
-	{ echo 'static const char cr_schema_sql[] ='; \
-	  grep -v '^--' $< | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/  "/' -e 's/$$/\\n"/'; \
-	  echo ';'; } > $@
+	{ echo 'static const char cr_schema_sql[] ='; $(call SQL_TO_C,sql/schema.sql); echo ';'; \
+	  echo 'static const char *const cr_migrations[] = {'; v=0; \
+	  for f in $(MIGRATIONS); do n=$$(basename $$f .sql | sed 's/^0*//'); \
+	    while [ $$v -lt $$n ]; do echo '  0,'; v=$$((v+1)); done; \
+	    echo "  /* $$f */"; $(call SQL_TO_C,$$f); echo '  ,'; v=$$((v+1)); done; \
+	  echo '};'; } > $@
 
 callrail.so: $(SRCS) $(HDRS) | deps
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(PKG_LIBS) -lpthread

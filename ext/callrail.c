@@ -29,7 +29,6 @@
 SQLITE_EXTENSION_INIT1
 
 #include "callrail.h"
-#include "cr_schema_sql.h"
 
 #include <errno.h>
 #include <string.h>
@@ -51,14 +50,6 @@ void cr_conn_unref(void *pArg) {
   cr_memtoken_free_all(p);
   cr_http_free(p->pHttp);
   sqlite3_free(p);
-}
-
-int cr_schema_ensure(cr_conn *pConn, char **pzErr) {
-  int rc;
-  if (pConn->schemaReady) return SQLITE_OK;
-  rc = cr_exec(pConn->db, cr_schema_sql, pzErr);
-  if (rc == SQLITE_OK) pConn->schemaReady = 1;
-  return rc;
 }
 
 /* ------------------------------------------------------------------------

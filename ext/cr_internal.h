@@ -186,8 +186,22 @@ struct cr_conn {
   int schemaReady;
 };
 
-/* Creates the extension's tables if needed. */
+/* Creates the extension's tables, or upgrades them from an older schema,
+** and refuses a file whose callrail_* names are not our tables
+** (cr_schema.c). */
 int cr_schema_ensure(cr_conn *pConn, char **pzErr);
+
+/* ------------------------------------------------------------------------
+** Request identity (cr_identity.c): method, normalised URL, canonical body.
+*/
+typedef struct cr_identity cr_identity;
+/* The URL with scheme and host in lower case and the default port dropped. */
+char *cr_url_normalize(const char *zUrl);
+int cr_identity_open(sqlite3 *db, cr_identity **pp, char **pzErr);
+void cr_identity_close(cr_identity *p);
+/* The identity of a request as 16 hex digits (zBody NULL: no body), or
+** NULL when out of memory. */
+char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, const char *zBody);
 
 /* Memory tokens (cr_cred.c) */
 int cr_memtoken_set(cr_conn *pConn, const char *zName, const char *zToken);

@@ -1,5 +1,15 @@
--- The extension's tables (SPEC section 2).  callrail.so runs this file,
--- compiled in, with CREATE ... IF NOT EXISTS at load and at first use.
+-- The extension's tables, schema version 2 (callrail-sqlite 0.2.0).
+-- callrail.so carries this file compiled in and runs it on a database that
+-- has none of them; a database made by an older version is upgraded by the
+-- scripts in sql/migrations/ instead (see ext/cr_schema.c).  Any change here
+-- needs a new migration script and a new CR_SCHEMA_VERSION.
+
+-- What the extension knows about this database: key 'schema_version'.
+-- (Not PRAGMA user_version: that belongs to the application.)
+CREATE TABLE IF NOT EXISTS callrail_meta(
+  key   TEXT PRIMARY KEY NOT NULL,
+  value ANY
+);
 
 -- A credential holds a reference to the API key, never the key itself:
 -- 'env:VAR', 'file:PATH', or 'memory' (held by one connection only).
@@ -19,28 +29,35 @@ CREATE TABLE IF NOT EXISTS callrail_destinations(
   updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
 );
 
--- One row per callrail_send or callrail_test.  host, pid and pid_start (the
--- process's start time) identify the process that ran it, so a later run
--- can tell a dead run from a live one, even after the pid is reused.
+-- One row per callrail_send, callrail_test or callrail_get (whose
+-- destination is its credential's name).  host, pid and pid_start (the
+-- process's start time, -1 where the platform cannot tell) identify the
+-- process that ran it; a live run renews heartbeat_ms/heartbeat_at at least
+-- every 5 s.  A run is dead when its process is gone (same host) or its
+-- heartbeat is older than the destination's lease_ms.  AUTOINCREMENT: a
+-- pruned run's id is never given to a new run.
 CREATE TABLE IF NOT EXISTS callrail_runs(
-  run_id      INTEGER PRIMARY KEY,
-  destination TEXT NOT NULL,
-  kind        TEXT NOT NULL CHECK (kind IN ('send','test')),
-  started_at  TEXT NOT NULL,
-  finished_at TEXT,
-  records     INTEGER NOT NULL DEFAULT 0,
-  requests    INTEGER NOT NULL DEFAULT 0,
-  ok          INTEGER NOT NULL DEFAULT 0,
-  failed      INTEGER NOT NULL DEFAULT 0,
-  unknown     INTEGER NOT NULL DEFAULT 0,
-  skipped     INTEGER NOT NULL DEFAULT 0,
-  invalid     INTEGER NOT NULL DEFAULT 0,
-  status      TEXT NOT NULL DEFAULT 'running'
-              CHECK (status IN ('running','done','interrupted','quota_exhausted','error')),
-  host        TEXT,
-  pid         INTEGER,
-  pid_start   INTEGER,
-  error       TEXT
+  run_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+  destination  TEXT NOT NULL,
+  kind         TEXT NOT NULL CHECK (kind IN ('send','test','get')),
+  started_at   TEXT NOT NULL,
+  finished_at  TEXT,
+  records      INTEGER NOT NULL DEFAULT 0,
+  requests     INTEGER NOT NULL DEFAULT 0,
+  ok           INTEGER NOT NULL DEFAULT 0,
+  failed       INTEGER NOT NULL DEFAULT 0,
+  unknown      INTEGER NOT NULL DEFAULT 0,
+  skipped      INTEGER NOT NULL DEFAULT 0,
+  invalid      INTEGER NOT NULL DEFAULT 0,
+  status       TEXT NOT NULL DEFAULT 'running'
+               CHECK (status IN ('running','done','interrupted','quota_exhausted','error')),
+  host         TEXT,
+  pid          INTEGER,
+  pid_start    INTEGER,
+  error        TEXT,
+  changed      INTEGER NOT NULL DEFAULT 0,
+  heartbeat_at TEXT,
+  heartbeat_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS callrail_runs_running
   ON callrail_runs(destination) WHERE status = 'running';
@@ -48,9 +65,12 @@ CREATE INDEX IF NOT EXISTS callrail_runs_running
 -- One row per HTTP request, or per invalid record that was never sent.
 -- quota_bucket names the account the request counts against (its origin and
 -- account id), quota_class the CallRail limit it also counts in ('general',
--- 'sms', 'calls'), and sent_ms its wall-clock send time in ms.
+-- 'sms', 'calls'), and sent_ms its wall-clock send time in ms.  record_key
+-- is the key of a one-record request (NULL for a batch: see record_keys),
+-- remote_id the id CallRail gave the created object.  AUTOINCREMENT: ids
+-- are never reused, even after pruning.
 CREATE TABLE IF NOT EXISTS callrail_responses(
-  id            INTEGER PRIMARY KEY,
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
   run_id        INTEGER NOT NULL,
   destination   TEXT NOT NULL,
   batch         INTEGER,
@@ -69,23 +89,29 @@ CREATE TABLE IF NOT EXISTS callrail_responses(
   duration_ms   INTEGER,
   quota_bucket  TEXT,
   quota_class   TEXT,
-  sent_ms       INTEGER
+  sent_ms       INTEGER,
+  record_key    TEXT,
+  remote_id     TEXT
 );
 CREATE INDEX IF NOT EXISTS callrail_responses_by_run ON callrail_responses(run_id);
 CREATE INDEX IF NOT EXISTS callrail_responses_by_quota
   ON callrail_responses(quota_bucket, sent_ms) WHERE quota_bucket IS NOT NULL;
 CREATE INDEX IF NOT EXISTS callrail_responses_unresolved
   ON callrail_responses(destination) WHERE state IN ('pending','unknown');
+CREATE INDEX IF NOT EXISTS callrail_responses_by_key
+  ON callrail_responses(destination, record_key) WHERE record_key IS NOT NULL;
 
 -- Keyed records delivered with a 2xx: the basis of change detection.
--- record_hash identifies the request (method, URL, body) that delivered it.
--- WITHOUT ROWID: the key is the only way in, and one b-tree is one page
--- less to write per delivery.
+-- record_hash identifies the record's request (method, normalised URL,
+-- body as canonical JSON: see ext/cr_identity.c), remote_id is the value at
+-- the destination's id_path in the response.  WITHOUT ROWID: the key is
+-- the only way in, and one b-tree is one page less to write per delivery.
 CREATE TABLE IF NOT EXISTS callrail_delivered(
   destination  TEXT NOT NULL,
   record_key   TEXT NOT NULL,
   record_hash  TEXT NOT NULL,
   response_id  INTEGER NOT NULL,
   delivered_at TEXT NOT NULL,
+  remote_id    TEXT,
   PRIMARY KEY (destination, record_key)
 ) WITHOUT ROWID;

@@ -1,0 +1,135 @@
+/*
+** cr_identity.c - when two requests are the same request.
+**
+** Change detection skips a keyed record whose request was already
+** delivered.  "The same request" must not depend on how the user happened
+** to write the query, so a record's identity is:
+**
+**   - its method;
+**   - its URL, normalised: scheme and host in lower case, the default port
+**     dropped, so https://API.callrail.com:443/x and
+**     https://api.callrail.com/x are one target (a different server, such
+**     as a local fake instead of the real API, stays a different target);
+**   - its body as canonical JSON: object members in any order, any
+**     insignificant whitespace, numbers as SQLite reads them (1.50 = 1.5).
+**
+** The body is walked with SQLite's json_tree(): each node contributes a
+** 64-bit hash of (path, type, value), and the contributions are added up.
+** Addition does not care about order, so reordered members give the same
+** sum without sorting them, while the path keeps array elements in their
+** places and members under their names.  The identity is 64 bits, written
+** as 16 hex digits in callrail_delivered.record_hash (a collision, which
+** would skip one changed record, has a chance of 2^-64).
+*/
+#include "cr_internal.h"
+SQLITE_EXTENSION_INIT3
+
+#include <ctype.h>
+#include <string.h>
+
+struct cr_identity {
+  sqlite3 *db;
+  sqlite3_stmt *pTree; /* the nodes of a JSON text */
+};
+
+#define CR_FNV_OFFSET 14695981039346656037ULL
+#define CR_FNV_PRIME 1099511628211ULL
+
+/* FNV-1a over the text z (NULL: empty), then a field separator, so that
+** ("ab","c") and ("a","bc") differ. */
+static sqlite3_uint64 cr_fnv(sqlite3_uint64 h, const char *z) {
+  for (; z && *z; z++) {
+    h ^= (unsigned char)*z;
+    h *= CR_FNV_PRIME;
+  }
+  h ^= 0xff;
+  return h * CR_FNV_PRIME;
+}
+
+/* splitmix64's finaliser: spreads every input bit over the output, so
+** that sums of node hashes do not cancel out in a pattern. */
+static sqlite3_uint64 cr_mix(sqlite3_uint64 h) {
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
+/* Length of the scheme://host[:port] part of zUrl, or 0 if it has none. */
+static size_t cr_origin_len(const char *zUrl) {
+  const char *z = strstr(zUrl, "://");
+  if (z == 0) return 0;
+  z += 3;
+  return (size_t)(z - zUrl) + strcspn(z, "/?#");
+}
+
+char *cr_url_normalize(const char *zUrl) {
+  size_t nOrigin = cr_origin_len(zUrl);
+  char *zOut = cr_strdup(zUrl);
+  size_t i, nPort = 0;
+  if (zOut == 0 || nOrigin == 0) return zOut;
+  for (i = 0; i < nOrigin; i++)
+    zOut[i] = (char)tolower((unsigned char)zOut[i]);
+  if (nOrigin > 4 && strncmp(zOut + nOrigin - 4, ":443", 4) == 0 &&
+      strncmp(zOut, "https://", 8) == 0) {
+    nPort = 4;
+  } else if (nOrigin > 3 && strncmp(zOut + nOrigin - 3, ":80", 3) == 0 &&
+             strncmp(zOut, "http://", 7) == 0) {
+    nPort = 3;
+  }
+  if (nPort) memmove(zOut + nOrigin - nPort, zOut + nOrigin, strlen(zOut + nOrigin) + 1);
+  return zOut;
+}
+
+int cr_identity_open(sqlite3 *db, cr_identity **pp, char **pzErr) {
+  cr_identity *p = sqlite3_malloc(sizeof(*p));
+  int rc;
+  *pp = p;
+  if (p == 0) return SQLITE_NOMEM;
+  memset(p, 0, sizeof(*p));
+  p->db = db;
+  rc = cr_prepare(db, "SELECT fullkey, type, atom FROM json_tree(?1)", &p->pTree, pzErr);
+  if (rc != SQLITE_OK) {
+    cr_identity_close(p);
+    *pp = 0;
+  }
+  return rc;
+}
+
+void cr_identity_close(cr_identity *p) {
+  if (p) {
+    sqlite3_finalize(p->pTree);
+    sqlite3_free(p);
+  }
+}
+
+/* The order-free sum of the hashes of zJson's nodes.  Text that is not
+** JSON (never made by the extension; possible in old audit rows) is hashed
+** as it is: it then only equals itself. */
+static sqlite3_uint64 cr_json_sum(cr_identity *p, const char *zJson) {
+  sqlite3_uint64 sum = 0;
+  int rc;
+  sqlite3_bind_text(p->pTree, 1, zJson, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(p->pTree)) == SQLITE_ROW) {
+    sqlite3_uint64 h = CR_FNV_OFFSET;
+    h = cr_fnv(h, (const char *)sqlite3_column_text(p->pTree, 0));
+    h = cr_fnv(h, (const char *)sqlite3_column_text(p->pTree, 1));
+    h = cr_fnv(h, (const char *)sqlite3_column_text(p->pTree, 2));
+    sum += cr_mix(h);
+  }
+  sqlite3_reset(p->pTree);
+  if (rc != SQLITE_DONE) sum = cr_mix(cr_fnv(CR_FNV_OFFSET, zJson));
+  return sum;
+}
+
+char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, const char *zBody) {
+  char *zNorm = cr_url_normalize(zUrl ? zUrl : "");
+  sqlite3_uint64 h = CR_FNV_OFFSET;
+  if (zNorm == 0) return 0;
+  h = cr_fnv(h, zMethod);
+  h = cr_fnv(h, zNorm);
+  if (zBody) h = cr_mix(h + cr_json_sum(p, zBody));
+  sqlite3_free(zNorm);
+  return sqlite3_mprintf("%016llx", h);
+}
