@@ -232,6 +232,7 @@ typedef struct cr_record {
   char *zKeyJson;     /* the key as a JSON string, or NULL */
   char *zGroup;       /* batch.attributes values as a JSON array, or NULL */
   char *zError;       /* non-NULL: the record is invalid, and why */
+  char *zHash;        /* its request identity (keyed records), once computed */
 } cr_record;
 
 typedef struct cr_records cr_records;
@@ -264,6 +265,8 @@ typedef struct cr_request {
   char *zRecordKeys;   /* JSON array of record keys, or NULL */
   char *zRecordHashes; /* JSON array of each keyed record's request hash */
   char *zError;        /* invalid record: why */
+  char *zRecordKey;    /* the key of a one-record request, or NULL */
+  int isChanged;       /* sync "new": a delivered record that changed; not sent */
   sqlite3_int64 iFirstRow;
 } cr_request;
 
@@ -289,6 +292,8 @@ int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, co
 ** the same request, or whose last request is unresolved, are skipped. */
 int cr_pipeline_detect_changes(cr_pipeline *p, sqlite3 *db, char **pzErr);
 sqlite3_int64 cr_pipeline_skipped(cr_pipeline *p);
+/* Delivered records that changed but sync "new" does not send again. */
+sqlite3_int64 cr_pipeline_changed(cr_pipeline *p);
 /* *ppReq receives the next request, or NULL at the end. */
 int cr_pipeline_next(cr_pipeline *p, cr_request **ppReq, char **pzErr);
 sqlite3_int64 cr_pipeline_records(cr_pipeline *p);
@@ -391,6 +396,12 @@ int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
 ** the server counted it at some moment in between, and network and server
 ** delays vary, so only the later moment is safe to slide windows from. */
 void cr_pacer_restamp(cr_pacer *p, int eMethod, const char *zUrl, sqlite3_int64 tAdmitted);
+/* Counts the requests other runs (of any process) recorded since the last
+** call.  Call it while holding the store's write lock (cr_store_lock),
+** before admitting the requests whose pending rows that lock will cover. */
+int cr_pacer_sync(cr_pacer *p, cr_store *pStore, sqlite3_int64 iRunSelf, char **pzErr);
+/* Which account, limit and window the last wait was for, and when it frees. */
+const char *cr_pacer_wait_reason(cr_pacer *p);
 
 /* ------------------------------------------------------------------------
 ** The sending engine (cr_run.c)
@@ -404,7 +415,8 @@ struct cr_outcome {
   int status;                /* HTTP status, 0 if none */
   const char *zState;        /* ok, failed, unknown, invalid */
   char *zError;
-  char *zBody; /* response body (unless capture_responses is off) */
+  char *zBody;     /* response body (unless capture_responses is off) */
+  char *zRemoteId; /* the id CallRail gave (id_path of the body), or NULL */
   int nAttempts;
   sqlite3_int64 durationMs;
   cr_outcome *pNext;
@@ -430,47 +442,73 @@ void cr_live_runs_remove(sqlite3_int64 iRun);
 const char *cr_host_name(void);
 /* The start time of process pid (clock ticks after boot), or -1. */
 sqlite3_int64 cr_process_start(sqlite3_int64 pid);
-int cr_run_is_alive(sqlite3_int64 iRun, const char *zHost, sqlite3_int64 pid,
-                    sqlite3_int64 pidStart);
+/* A live run renews its heartbeat at least this often. */
+#define CR_HEARTBEAT_MS 2000
+/* Who ran a run, as its callrail_runs row says. */
+typedef struct cr_run_owner {
+  sqlite3_int64 iRun;
+  const char *zHost;
+  sqlite3_int64 pid;
+  sqlite3_int64 pidStart;    /* -1 where the platform cannot tell */
+  sqlite3_int64 heartbeatMs; /* wall ms of its last heartbeat, 0 if none */
+} cr_run_owner;
+/* Whether that run is still alive at wall time tNowMs (see cr_live.c). */
+int cr_run_is_alive(const cr_run_owner *pOwner, sqlite3_int64 tNowMs, sqlite3_int64 leaseMs);
 
 /* ------------------------------------------------------------------------
 ** Audit store (cr_store.c)
 */
 
 typedef struct cr_run_counts {
-  sqlite3_int64 records, requests, ok, failed, unknown, skipped, invalid;
+  sqlite3_int64 records, requests, ok, failed, unknown, skipped, invalid, changed;
 } cr_run_counts;
 
 /* Opens the audit store for db: a second connection to the same file in
-** WAL mode (so rows commit while the user's statement runs), or db itself
+** WAL mode (so rows commit while the user's statement reads), or db itself
 ** for in-memory databases and inside an explicit transaction. */
 int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr);
 void cr_store_close(cr_store *p);
-int cr_store_run_begin(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 *piRun,
-                       char **pzErr);
+/* The connection the store writes with (reads of the audit tables that
+** must see other runs' latest commits go through it too). */
+sqlite3 *cr_store_db(cr_store *p);
+/* Takes the file's write lock (a no-op on the user's connection); it is
+** held until the next cr_store_flush(). */
+int cr_store_lock(cr_store *p, char **pzErr);
+/* Starts a run of zDest in one write transaction: recovers the dead runs
+** of zDest (*pnRecovered: pending rows made unknown) and, unless another
+** send of zDest is alive (a send only; *pzLive then describes that run and
+** no run is started), writes the new run's row: *piRun. */
+int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 leaseMs,
+                   sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered,
+                   char **pzErr);
+/* Renews the run's heartbeat; zNote (if not NULL) becomes its error text,
+** which tells a user outside a terminal what a running run waits for. */
+int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr);
 int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *pCounts,
-                     const char *zStatus, char **pzErr);
+                     const char *zStatus, const char *zError, char **pzErr);
 /* Writes the `pending` row of a request before it leaves. */
 int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr);
-/* Records the outcome of the request with row id iId. */
-int cr_store_outcome(cr_store *p, sqlite3_int64 iId, int status, const char *zState,
-                     const char *zBody, const char *zError, int nAttempts, sqlite3_int64 durationMs,
-                     char **pzErr);
+/* Records the outcome pOut of the request with row id iId. */
+int cr_store_outcome(cr_store *p, sqlite3_int64 iId, const cr_outcome *pOut, char **pzErr);
+/* The text at zIdPath of a JSON response body, or NULL. */
+char *cr_store_remote_id(cr_store *p, const char *zBody, const char *zIdPath);
 /* Records that the keyed records of request iId were delivered. */
-int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const char *zHashes,
-                       sqlite3_int64 iId, char **pzErr);
+int cr_store_delivered(cr_store *p, const char *zDest, const cr_request *pReq, sqlite3_int64 iId,
+                       const char *zRemoteId, char **pzErr);
 /* Calls xRow with the send time of every request counted in zBucket (of
 ** class zClass, or of any class when NULL) sent after tSinceMs. */
 int cr_store_usage(cr_store *p, const char *zBucket, const char *zClass, sqlite3_int64 tSinceMs,
                    void (*xRow)(void *, sqlite3_int64), void *pArg, char **pzErr);
+/* Calls xRow(pArg, bucket, class, sent_ms) for every request of a run
+** other than iRunSelf with a row id above *piAfter, which moves past them. */
+int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
+                    void (*xRow)(void *, const char *, const char *, sqlite3_int64), void *pArg,
+                    char **pzErr);
 /* Commits the writes made since the last commit (no-op when none). */
 int cr_store_flush(cr_store *p, char **pzErr);
 /* The same, only if the open transaction is older than ms. */
 int cr_store_flush_stale(cr_store *p, int ms, char **pzErr);
-/* Turns the pending rows of dead runs of zDest into unknown and marks
-** those runs interrupted; *pnRecovered receives how many rows. */
-int cr_store_recover(cr_store *p, const char *zDest, sqlite3_int64 *pnRecovered, char **pzErr);
 /* Records an invalid record (never sent). */
 int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr);

@@ -3,21 +3,33 @@
 **
 ** A run's `pending` rows may only be turned into `unknown` once the run is
 ** dead: another process (or another connection of this one) may be
-** sending them right now.  Each run records its host, pid and the start
-** time of its process (from /proc, so a reused pid is not mistaken for the
-** old process).  A run is alive when:
-**   - it belongs to this process and is in this process's list of live
-**     runs (kept here, under a mutex, for every connection);
-**   - it belongs to another process on this host that still exists with
-**     the same start time;
-**   - it belongs to another host: that cannot be checked from here, so it
-**     is presumed alive and its rows are left alone.
+** sending them right now.  And only one run of a destination may be alive
+** at a time, so a run that is wrongly judged dead could also be joined by
+** a second sender.  So "dead" needs proof; what counts as proof depends on
+** what can be checked from here:
+**
+**   - a run of this process: alive while it is in this process's list of
+**     live runs (kept here, under a mutex, for every connection);
+**   - a run of another process on this host: dead when the process is gone
+**     - on Linux its pid no longer exists with the start time recorded
+**     (so a reused pid is not mistaken for it), elsewhere kill(pid, 0)
+**     says there is no such process.  A process that exists is alive on
+**     Linux; where its start time cannot be read (a reused pid cannot be
+**     told apart) it is alive while its heartbeat is fresh;
+**   - a run of another host: alive while its heartbeat, renewed at least
+**     every CR_HEARTBEAT_MS, is younger than the destination's lease_ms.
+**     A run without a heartbeat (made by 0.1.0) is judged by its start.
+**
+** A platform facility that is missing never makes a run dead by itself:
+** it only leaves the heartbeat as the judge.  See docs/design.md#liveness.
 */
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 #define CR_MAX_LIVE_RUNS 256
@@ -87,9 +99,27 @@ sqlite3_int64 cr_process_start(sqlite3_int64 pid) {
   return start;
 }
 
-int cr_run_is_alive(sqlite3_int64 iRun, const char *zHost, sqlite3_int64 pid,
-                    sqlite3_int64 pidStart) {
-  if (zHost == 0 || strcmp(zHost, cr_host_name()) != 0) return 1;
-  if (pid == (sqlite3_int64)getpid()) return cr_live_runs_has(iRun);
-  return cr_process_start(pid) == pidStart && pidStart >= 0;
+/* True if process pid of this host provably no longer exists. */
+static int cr_process_gone(sqlite3_int64 pid, sqlite3_int64 pidStart, int *pKnown) {
+  sqlite3_int64 tStart = pidStart >= 0 ? cr_process_start(pid) : -1;
+  *pKnown = 0;
+  if (tStart >= 0) {
+    *pKnown = 1; /* /proc: the start time tells a reused pid apart */
+    return tStart != pidStart;
+  }
+  if (pid <= 0 || pid > 0x7fffffff) return 0;
+  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+int cr_run_is_alive(const cr_run_owner *o, sqlite3_int64 tNowMs, sqlite3_int64 leaseMs) {
+  int known = 0;
+  if (o->zHost && strcmp(o->zHost, cr_host_name()) == 0) {
+    if (o->pid == (sqlite3_int64)getpid() &&
+        o->pidStart == cr_process_start((sqlite3_int64)getpid())) {
+      return cr_live_runs_has(o->iRun);
+    }
+    if (cr_process_gone(o->pid, o->pidStart, &known)) return 0;
+    if (known) return 1;
+  }
+  return o->heartbeatMs > 0 && tNowMs - o->heartbeatMs <= leaseMs;
 }

@@ -12,7 +12,9 @@
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Length of the text ending with "/v3/a/ACCOUNT" in zUrl, or 0. */
 static size_t cr_account_prefix(const char *zUrl) {
@@ -54,11 +56,17 @@ void cr_quota_key_clear(cr_quota_key *pKey) {
 ** (1 ms for the per-second window, 1 s for the hour, 10 s for the day).
 ** A request stays counted until a whole span has passed since the end of
 ** its slot, so the count never falls short of the truth: pacing errs on
-** the safe side by at most one slot.  Usage is loaded from callrail_responses (every request of
-** any run, destination or process sharing the file has a row there, written
-** before it was sent) when a bucket is first used, and loaded again every
-** few seconds while a window is nearly full, so concurrent senders share
-** the budget.
+** the safe side by at most one slot.
+**
+** Every request of any run, destination or process sharing the file has a
+** row in callrail_responses, written before it was sent: that table is the
+** one quota ledger.  A bucket's usage of the last day is loaded from it
+** (through the quota index) when the bucket is first used; after that,
+** cr_pacer_sync() adds the requests of other runs written since the last
+** look, found by row id (an index lookup, however long the history).  The
+** run syncs while it holds the file's write lock and admits and writes its
+** pending rows before it lets go, so two runs never admit the same room.
+** See docs/design.md#one-quota-ledger.
 */
 
 #define CR_WINDOW_SECOND 0
@@ -75,11 +83,6 @@ static const sqlite3_int64 cr_default_limits[3][CR_N_WINDOW] = {
 static const sqlite3_int64 cr_window_span[CR_N_WINDOW] = {1000, 3600000, 86400000};
 static const sqlite3_int64 cr_window_slot[CR_N_WINDOW] = {1, 1000, 10000};
 
-/* While a window has less than this share of its limit left, usage is
-** reloaded from the database every CR_RELOAD_MS. */
-#define CR_TIGHT_PERCENT 25
-#define CR_RELOAD_MS 5000
-
 typedef struct cr_window {
   sqlite3_int64 limit; /* 0: no limit */
   sqlite3_int64 slotMs;
@@ -94,13 +97,14 @@ struct cr_bucket {
   char *zBucket;
   const char *zClass;
   cr_window aWin[CR_N_WINDOW];
-  sqlite3_int64 tLoaded; /* cr_wall_ms() of the last load */
   cr_bucket *pNext;
 };
 
 struct cr_pacer {
   const cr_dest *pDest;
   cr_bucket *pBuckets;
+  sqlite3_int64 iLedger; /* row id of the ledger read up to; -1: none yet */
+  char zWait[300];       /* what the last wait was for */
 };
 
 static int cr_class_index(const char *zClass) {
@@ -143,10 +147,6 @@ static sqlite3_int64 cr_window_wait(cr_window *w, sqlite3_int64 tMs) {
     if (nFree <= 0) return (i + w->nSlot) * w->slotMs - tMs;
   }
   return w->nSlot * w->slotMs;
-}
-
-static int cr_window_tight(const cr_window *w) {
-  return w->limit > 0 && (w->limit - w->nSum) * 100 < w->limit * CR_TIGHT_PERCENT;
 }
 
 /* The limits of a bucket of class iClass for this destination: its own
@@ -214,7 +214,6 @@ static int cr_bucket_load(cr_bucket *b, cr_store *pStore, char **pzErr) {
     w->nSum = 0;
     w->iHead = tNow / w->slotMs;
   }
-  b->tLoaded = tNow;
   return cr_store_usage(pStore, b->zBucket, strcmp(b->zClass, "general") ? b->zClass : 0,
                         tNow - cr_window_span[CR_WINDOW_DAY], cr_bucket_count, b, pzErr);
 }
@@ -238,10 +237,6 @@ static int cr_pacer_bucket(cr_pacer *p, cr_store *pStore, const char *zBucket, c
     b->pNext = p->pBuckets;
     p->pBuckets = b;
     rc = cr_bucket_load(b, pStore, pzErr);
-  } else if (cr_wall_ms() - b->tLoaded > CR_RELOAD_MS &&
-             (cr_window_tight(&b->aWin[CR_WINDOW_HOUR]) ||
-              cr_window_tight(&b->aWin[CR_WINDOW_DAY]))) {
-    rc = cr_bucket_load(b, pStore, pzErr);
   }
   *ppB = b;
   return rc;
@@ -253,7 +248,29 @@ int cr_pacer_new(const cr_dest *pDest, cr_pacer **pp) {
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
   p->pDest = pDest;
+  p->iLedger = -1;
   return SQLITE_OK;
+}
+
+/* Counts a request of another run in the buckets it belongs to. */
+static void cr_pacer_count_other(void *pArg, const char *zBucket, const char *zClass,
+                                 sqlite3_int64 tSentMs) {
+  cr_pacer *p = (cr_pacer *)pArg;
+  cr_bucket *b;
+  for (b = p->pBuckets; b; b = b->pNext) {
+    if (strcmp(b->zBucket, zBucket) == 0 &&
+        (strcmp(b->zClass, "general") == 0 || (zClass && strcmp(b->zClass, zClass) == 0))) {
+      cr_bucket_count(b, tSentMs);
+    }
+  }
+}
+
+int cr_pacer_sync(cr_pacer *p, cr_store *pStore, sqlite3_int64 iRunSelf, char **pzErr) {
+  return cr_store_ledger(pStore, iRunSelf, &p->iLedger, cr_pacer_count_other, p, pzErr);
+}
+
+const char *cr_pacer_wait_reason(cr_pacer *p) {
+  return p->zWait;
 }
 
 void cr_pacer_free(cr_pacer *p) {
@@ -294,16 +311,34 @@ void cr_pacer_restamp(cr_pacer *p, int eMethod, const char *zUrl, sqlite3_int64 
   cr_quota_key_clear(&q);
 }
 
+static const char *const cr_window_names[CR_N_WINDOW] = {"second", "hour", "day"};
+
+/* Says which window holds requests back, and until when, for the run's
+** error text and progress line. */
+static void cr_pacer_note_wait(cr_pacer *p, const cr_bucket *b, int iWin, sqlite3_int64 tFree) {
+  time_t t = (time_t)(tFree / 1000);
+  struct tm tm;
+  char zWhen[32] = "?";
+  if (gmtime_r(&t, &tm)) strftime(zWhen, sizeof(zWhen), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  snprintf(p->zWait, sizeof(p->zWait),
+           "account %s: the %s quota of %lld requests per %s is used up; it frees at %s",
+           b->zBucket, b->zClass, b->aWin[iWin].limit, cr_window_names[iWin], zWhen);
+}
+
 int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
                    sqlite3_int64 *pmsWait, sqlite3_int64 *ptAdmitted, char **pzErr) {
   cr_quota_key q;
   cr_bucket *aB[2] = {0, 0};
   sqlite3_int64 tNow = cr_wall_ms();
   sqlite3_int64 msWait = 0;
-  int i, j, ownClass, rc;
+  int i, j, ownClass, rc = SQLITE_OK;
   cr_quota_key_of(eMethod, zUrl, &q);
   ownClass = cr_class_index(q.zClass);
-  rc = q.zBucket ? SQLITE_OK : SQLITE_NOMEM;
+  if (q.zBucket == 0) {
+    cr_set_error(pzErr, "%s names no CallRail account (/v3/a/{account_id}/...), so its quota "
+                 "cannot be counted", zUrl);
+    rc = SQLITE_ERROR;
+  }
   if (rc == SQLITE_OK)
     rc = cr_pacer_bucket(p, pStore, q.zBucket, "general", ownClass, &aB[0], pzErr);
   if (rc == SQLITE_OK && ownClass != 0) {
@@ -312,7 +347,10 @@ int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
   for (i = 0; rc == SQLITE_OK && i < 2 && aB[i]; i++) {
     for (j = 0; j < CR_N_WINDOW; j++) {
       sqlite3_int64 ms = cr_window_wait(&aB[i]->aWin[j], tNow);
-      if (ms > msWait) msWait = ms;
+      if (ms > msWait) {
+        msWait = ms;
+        cr_pacer_note_wait(p, aB[i], j, tNow + ms);
+      }
     }
   }
   for (i = 0; rc == SQLITE_OK && msWait == 0 && i < 2 && aB[i]; i++) {

@@ -439,6 +439,7 @@ void cr_record_clear(cr_record *pRec) {
   sqlite3_free(pRec->zUrl);
   sqlite3_free(pRec->zKey);
   sqlite3_free(pRec->zKeyJson);
+  sqlite3_free(pRec->zHash);
   sqlite3_free(pRec->zGroup);
   sqlite3_free(pRec->zError);
   memset(pRec, 0, sizeof(*pRec));

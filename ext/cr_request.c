@@ -18,6 +18,7 @@ SQLITE_EXTENSION_INIT3
 
 struct cr_batcher {
   const cr_dest *pDest;
+  cr_identity *pIdent;  /* request identities of keyed records */
   char *zWrapKey;       /* batch.wrap as a JSON string */
   sqlite3_int64 iBatch; /* number of the last request made */
   /* the request being filled */
@@ -30,28 +31,20 @@ struct cr_batcher {
   sqlite3_int64 iFirstRow;
 };
 
-/* FNV-1a over method, URL and body: identifies the request a record makes,
-** so a record whose request is unchanged since it was delivered is skipped.
-** (64 bits: a collision, which would skip a changed record, is 2^-64.) */
-static void cr_hash_update(sqlite3_uint64 *pH, const char *z) {
-  for (; z && *z; z++) {
-    *pH ^= (unsigned char)*z;
-    *pH *= 1099511628211ULL;
+/* The identity of the request a keyed record makes (ext/cr_identity.c),
+** computed once and kept in the record: a record whose request is
+** unchanged since it was delivered is skipped. */
+static const char *cr_record_hash(cr_identity *pIdent, const cr_dest *pDest, cr_record *pRec) {
+  if (pRec->zHash == 0) {
+    pRec->zHash = cr_identity_hash(pIdent, cr_method_names[pDest->eMethod], pRec->zUrl,
+                                   pDest->eMethod == CR_METHOD_DELETE ? 0 : pRec->zBody);
   }
-  *pH ^= 0xff; /* field separator */
-  *pH *= 1099511628211ULL;
-}
-
-static char *cr_record_hash(int eMethod, const cr_record *pRec) {
-  sqlite3_uint64 h = 14695981039346656037ULL;
-  cr_hash_update(&h, cr_method_names[eMethod]);
-  cr_hash_update(&h, pRec->zUrl);
-  if (eMethod != CR_METHOD_DELETE) cr_hash_update(&h, pRec->zBody);
-  return sqlite3_mprintf("%016llx", h);
+  return pRec->zHash;
 }
 
 void cr_request_free(cr_request *p) {
   if (p) {
+    sqlite3_free(p->zRecordKey);
     sqlite3_free(p->zRecordHashes);
     sqlite3_free(p->zUrl);
     sqlite3_free(p->zBody);
@@ -90,6 +83,7 @@ int cr_batcher_new(sqlite3 *db, const cr_dest *pDest, cr_batcher **pp, char **pz
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
   p->pDest = pDest;
+  if (pDest->zKey && cr_identity_open(db, &p->pIdent, pzErr) != SQLITE_OK) return SQLITE_ERROR;
   if (pDest->zWrap) {
     p->zWrapKey = cr_json_quote(db, pDest->zWrap);
     if (p->zWrapKey == 0) {
@@ -108,6 +102,7 @@ void cr_batcher_free(cr_batcher *p) {
     sqlite3_free(p->zUrl);
     sqlite3_free(p->zGroup);
     sqlite3_free(p->zWrapKey);
+    cr_identity_close(p->pIdent);
     sqlite3_free(p);
   }
 }
@@ -120,11 +115,11 @@ static cr_request *cr_request_single(cr_batcher *p, cr_record *pRec) {
   pReq->nRecords = 1;
   pReq->iFirstRow = pRec->iRow;
   if (pRec->zKeyJson && pRec->zError == 0) {
-    char *zHash = cr_record_hash(p->pDest->eMethod, pRec);
-    pReq->zRecordHashes = sqlite3_mprintf("[\"%s\"]", zHash);
-    sqlite3_free(zHash);
+    pReq->zRecordHashes = sqlite3_mprintf("[\"%s\"]", cr_record_hash(p->pIdent, p->pDest, pRec));
   }
   if (pRec->zKeyJson) pReq->zRecordKeys = sqlite3_mprintf("[%s]", pRec->zKeyJson);
+  pReq->zRecordKey = pRec->zKey;
+  pRec->zKey = 0;
   pReq->zUrl = pRec->zUrl;
   pRec->zUrl = 0;
   if (p->pDest->eMethod != CR_METHOD_DELETE || pRec->zError) {
@@ -209,10 +204,8 @@ static void cr_batch_append(cr_batcher *p, cr_record *pRec) {
   }
   sqlite3_str_appendall(p->pBodies, pRec->zBody);
   if (pRec->zKeyJson) {
-    char *zHash = cr_record_hash(p->pDest->eMethod, pRec);
     sqlite3_str_appendall(p->pKeys, pRec->zKeyJson);
-    sqlite3_str_appendf(p->pHashes, "\"%s\"", zHash);
-    sqlite3_free(zHash);
+    sqlite3_str_appendf(p->pHashes, "\"%s\"", cr_record_hash(p->pIdent, p->pDest, pRec));
   }
   p->nRec++;
 }

@@ -11,6 +11,16 @@
 ** databases), when the file is not in WAL mode, and when the user is inside
 ** an explicit transaction, which a second writer would wait on forever; the
 ** rows then commit with the user's statement or transaction.
+**
+** The store's own connection runs no triggers: a database file from
+** someone else must not be able to drop, hide or duplicate an audit row
+** (and on the user's connection a file with triggers on the audit tables is
+** refused).  Its lock waits give up within a second of an interrupt.
+**
+** It also decides which run of a destination may send (cr_store_claim: one
+** live run per destination, across processes), keeps that run's heartbeat,
+** recovers the rows of runs that are dead, and reads the quota ledger that
+** every run shares.  See docs/design.md#many-runs-one-truth.
 */
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
@@ -19,15 +29,19 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 #include <unistd.h>
 
-/* How long the store's connection waits for a lock held by another. */
+/* How long the store's connection waits for a lock held by another, and
+** how long it sleeps between two looks (an interrupt is noticed then). */
 #define CR_STORE_BUSY_MS 10000
+#define CR_STORE_BUSY_STEP_MS 20
 
 /* The store connection's page cache, in KiB. */
 #define CR_STORE_CACHE_KIB "256"
 
 struct cr_store {
   sqlite3 *db;        /* where the rows go */
+  sqlite3 *dbUser;    /* the user's connection (interrupts are seen there) */
   int ownsDb;         /* db is the store's own connection */
+  int busyInterrupted; /* a lock wait ended because of an interrupt */
   int inTxn;          /* a write transaction is open on db */
   sqlite3_int64 tTxn; /* when it was opened (cr_now_ms) */
   sqlite3_stmt *pRunBegin;
@@ -36,37 +50,55 @@ struct cr_store {
   sqlite3_stmt *pOutcome;
   sqlite3_stmt *pInvalid;
   sqlite3_stmt *pDelivered;
+  sqlite3_stmt *pRemoteId;  /* a response's remote id at id_path */
+  sqlite3_stmt *pHeartbeat;
+  sqlite3_stmt *pLedger;    /* other runs' requests since a row id */
   sqlite3_stmt *pBegin;  /* BEGIN IMMEDIATE */
   sqlite3_stmt *pCommit; /* COMMIT */
 };
 
 #define CR_NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 
+/* An ISO time from wall ms in parameter N. */
+#define CR_ISO(N) "strftime('%Y-%m-%dT%H:%M:%fZ', ?" #N " / 1000.0, 'unixepoch')"
+
 static const char cr_sql_run_begin[] =
-    "INSERT INTO callrail_runs(destination, kind, started_at, host, pid, pid_start)"
-    " VALUES(?1, ?2, " CR_NOW ", ?3, ?4, ?5)";
+    "INSERT INTO callrail_runs(destination, kind, started_at, host, pid, pid_start, heartbeat_ms,"
+    " heartbeat_at) VALUES(?1, ?2, " CR_ISO(6) ", ?3, ?4, ?5, ?6, " CR_ISO(6) ")";
 static const char cr_sql_run_end[] =
     "UPDATE callrail_runs SET finished_at=" CR_NOW ", records=?2, requests=?3, ok=?4, failed=?5,"
-    " unknown=?6, skipped=?7, invalid=?8, status=?9 WHERE run_id=?1";
+    " unknown=?6, skipped=?7, invalid=?8, status=?9, error=?10, changed=?11 WHERE run_id=?1";
+static const char cr_sql_heartbeat[] =
+    "UPDATE callrail_runs SET heartbeat_ms=?2, heartbeat_at=" CR_ISO(2) ","
+    " error=coalesce(?3, error) WHERE run_id=?1";
 static const char cr_sql_pending[] =
     "INSERT INTO callrail_responses(run_id, destination, batch, records, record_keys, method, url,"
-    " request_body, state, attempts, sent_at, sent_ms, quota_bucket, quota_class)"
-    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 1,"
-    " strftime('%Y-%m-%dT%H:%M:%fZ', ?9 / 1000.0, 'unixepoch'), ?9, ?10, ?11)";
+    " request_body, state, attempts, sent_at, sent_ms, quota_bucket, quota_class, record_key)"
+    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 1, " CR_ISO(9) ", ?9, ?10, ?11, ?12)";
 static const char cr_sql_outcome[] =
     "UPDATE callrail_responses SET status=?2, state=?3, response_body=?4, error=?5, attempts=?6,"
-    " duration_ms=?7 WHERE id=?1";
+    " duration_ms=?7, remote_id=?8 WHERE id=?1";
 static const char cr_sql_invalid[] =
     "INSERT INTO callrail_responses(run_id, destination, batch, records, record_keys, method, url,"
-    " request_body, state, error, attempts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'invalid',"
-    " ?9, 0)";
+    " request_body, state, error, attempts, record_key) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+    " 'invalid', ?9, 0, ?12)";
 
+/* A key delivered again keeps the remote id it had unless the response
+** names one (an update's answer may not). */
 static const char cr_sql_delivered[] =
     "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
-    " delivered_at) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), ?4, " CR_NOW
-    " FROM json_each(?2) k WHERE 1"
+    " delivered_at, remote_id) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), ?4, "
+    CR_NOW ", ?5 FROM json_each(?2) k WHERE 1"
     " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
-    " response_id=excluded.response_id, delivered_at=excluded.delivered_at";
+    " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"
+    " remote_id=coalesce(excluded.remote_id, remote_id)";
+
+/* The requests of other runs written after row id ?1: the shared quota
+** ledger, read by row id (ids only grow, and every writer holds the file's
+** write lock in turn, so a later commit never brings a smaller id). */
+static const char cr_sql_ledger[] =
+    "SELECT id, quota_bucket, quota_class, sent_ms FROM callrail_responses"
+    " WHERE id > ?1 AND run_id <> ?2 AND quota_bucket IS NOT NULL";
 
 /* True if the store may use its own connection to db's file: the file is
 ** in WAL mode (a rollback journal would block the second writer while the
@@ -99,12 +131,47 @@ static int cr_store_check_txn(sqlite3 *db, char **pzErr) {
   return SQLITE_OK;
 }
 
+/* On the user's connection triggers would run: a file whose audit tables
+** have any is refused there. */
+static int cr_store_check_triggers(sqlite3 *db, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(db,
+                      "SELECT name, tbl_name FROM main.sqlite_schema WHERE type='trigger' AND"
+                      " tbl_name IN ('callrail_runs','callrail_responses','callrail_delivered')",
+                      &pStmt, pzErr);
+  if (rc == SQLITE_OK && sqlite3_step(pStmt) == SQLITE_ROW) {
+    cr_set_error(pzErr,
+                 "trigger %s on %s would run on the audit rows; drop it (the audit tables "
+                 "must not run triggers)",
+                 sqlite3_column_text(pStmt, 0), sqlite3_column_text(pStmt, 1));
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/* The busy handler of the store's connection: waits for another
+** process's lock in short steps, giving up at once when the user
+** interrupts (Ctrl-C must stop a run within a second) or after
+** CR_STORE_BUSY_MS. */
+static int cr_store_busy(void *pArg, int nCalls) {
+  cr_store *p = (cr_store *)pArg;
+  if (cr_check_interrupt(p->dbUser) == SQLITE_INTERRUPT) {
+    p->busyInterrupted = 1;
+    return 0;
+  }
+  if ((sqlite3_int64)nCalls * CR_STORE_BUSY_STEP_MS >= CR_STORE_BUSY_MS) return 0;
+  sqlite3_sleep(CR_STORE_BUSY_STEP_MS);
+  return 1;
+}
+
 static int cr_store_connect(cr_store *p, sqlite3 *db, char **pzErr) {
   int rc = cr_store_check_txn(db, pzErr);
+  p->dbUser = db;
   if (rc != SQLITE_OK) return rc;
   if (!cr_store_can_own(db)) {
     p->db = db;
-    return SQLITE_OK;
+    return cr_store_check_triggers(db, pzErr);
   }
   rc = sqlite3_open_v2(sqlite3_db_filename(db, "main"), &p->db, SQLITE_OPEN_READWRITE, 0);
   if (rc != SQLITE_OK) {
@@ -115,7 +182,8 @@ static int cr_store_connect(cr_store *p, sqlite3 *db, char **pzErr) {
     return rc;
   }
   p->ownsDb = 1;
-  sqlite3_busy_timeout(p->db, CR_STORE_BUSY_MS);
+  sqlite3_busy_handler(p->db, cr_store_busy, p);
+  sqlite3_db_config(p->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)0);
   /* While the user's statement reads, no checkpoint can get past its
   ** snapshot: trying after every commit only costs (about 12 % of a
   ** request's instructions).  The WAL is checkpointed by the connections
@@ -148,6 +216,9 @@ int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_outcome, &p->pOutcome, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_invalid, &p->pInvalid, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_delivered, &p->pDelivered, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, "SELECT json_extract(?1, ?2)", &p->pRemoteId, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_heartbeat, &p->pHeartbeat, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_ledger, &p->pLedger, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "BEGIN IMMEDIATE", &p->pBegin, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "COMMIT", &p->pCommit, pzErr);
   if (rc != SQLITE_OK) {
@@ -166,30 +237,49 @@ void cr_store_close(cr_store *p) {
   sqlite3_finalize(p->pOutcome);
   sqlite3_finalize(p->pInvalid);
   sqlite3_finalize(p->pDelivered);
+  sqlite3_finalize(p->pRemoteId);
+  sqlite3_finalize(p->pHeartbeat);
+  sqlite3_finalize(p->pLedger);
   sqlite3_finalize(p->pBegin);
   sqlite3_finalize(p->pCommit);
   if (p->ownsDb) sqlite3_close(p->db);
   sqlite3_free(p);
 }
 
-/* Writes are grouped: the first write after a commit opens a transaction
+/* ------------------------------------------------------------------------
+** Writing
+**
+** Writes are grouped: the first write after a commit opens a transaction
 ** on the store's own connection, and cr_store_flush() commits it - before
 ** every request leaves, and at least every few hundred ms while outcomes
 ** arrive.  (On the user's connection each write stands alone, or joins
-** the user's transaction.) */
-/* Steps BEGIN or COMMIT, prepared once. */
-static int cr_store_exec(cr_store *p, sqlite3_stmt *pStmt, char **pzErr) {
-  int rc = sqlite3_step(pStmt);
-  sqlite3_reset(pStmt);
-  if (rc == SQLITE_DONE) return SQLITE_OK;
-  cr_set_error(pzErr, "%s", sqlite3_errmsg(p->db));
-  return rc;
+** the user's transaction.)
+*/
+
+/* The error of a failed statement: an interrupted lock wait is reported as
+** an interrupt, anything else with SQLite's message after zWhat. */
+static int cr_store_failed(cr_store *p, int rc, const char *zWhat, char **pzErr) {
+  if (p->busyInterrupted) {
+    p->busyInterrupted = 0;
+    cr_set_error(pzErr, "interrupted while waiting for another connection's lock on the database"
+                        " (%s)", zWhat);
+    return SQLITE_INTERRUPT;
+  }
+  cr_set_error(pzErr, "%s: %s", zWhat, sqlite3_errmsg(p->db));
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc;
 }
 
-static int cr_store_begin(cr_store *p, char **pzErr) {
+/* Steps BEGIN or COMMIT, prepared once. */
+static int cr_store_exec(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, char **pzErr) {
+  int rc = sqlite3_step(pStmt);
+  sqlite3_reset(pStmt);
+  return rc == SQLITE_DONE ? SQLITE_OK : cr_store_failed(p, rc, zWhat, pzErr);
+}
+
+int cr_store_lock(cr_store *p, char **pzErr) {
   int rc = SQLITE_OK;
   if (p->ownsDb && !p->inTxn) {
-    rc = cr_store_exec(p, p->pBegin, pzErr);
+    rc = cr_store_exec(p, p->pBegin, "cannot start writing to the audit tables", pzErr);
     p->inTxn = rc == SQLITE_OK;
     p->tTxn = cr_now_ms();
   }
@@ -199,11 +289,8 @@ static int cr_store_begin(cr_store *p, char **pzErr) {
 int cr_store_flush(cr_store *p, char **pzErr) {
   int rc = SQLITE_OK;
   if (p->inTxn) {
-    rc = cr_store_exec(p, p->pCommit, pzErr);
-    if (rc != SQLITE_OK) {
-      cr_set_error(pzErr, "cannot commit to the audit tables: %s", sqlite3_errmsg(p->db));
-      cr_exec(p->db, "ROLLBACK", 0);
-    }
+    rc = cr_store_exec(p, p->pCommit, "cannot commit to the audit tables", pzErr);
+    if (rc != SQLITE_OK) cr_exec(p->db, "ROLLBACK", 0);
     p->inTxn = 0;
   }
   return rc;
@@ -213,6 +300,10 @@ int cr_store_flush_stale(cr_store *p, int ms, char **pzErr) {
   return p->inTxn && cr_now_ms() - p->tTxn >= ms ? cr_store_flush(p, pzErr) : SQLITE_OK;
 }
 
+sqlite3 *cr_store_db(cr_store *p) {
+  return p->db;
+}
+
 /* Steps a write statement and resets it; an error names zWhat.
 **
 ** On the user's connection (in-memory databases), nothing can be written
@@ -220,7 +311,7 @@ int cr_store_flush_stale(cr_store *p, int ms, char **pzErr) {
 ** they were (a pending row becomes unknown when the next run recovers the
 ** dead run), rather than failing every step of the shutdown. */
 static int cr_store_step(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, char **pzErr) {
-  int rc = cr_store_begin(p, pzErr);
+  int rc = cr_store_lock(p, pzErr);
   if (rc != SQLITE_OK) return rc;
   if (!p->ownsDb && cr_check_interrupt(p->db) == SQLITE_INTERRUPT) {
     sqlite3_clear_bindings(pStmt);
@@ -229,30 +320,12 @@ static int cr_store_step(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, ch
   rc = sqlite3_step(pStmt);
   sqlite3_reset(pStmt);
   sqlite3_clear_bindings(pStmt);
-  if (rc != SQLITE_DONE) {
-    cr_set_error(pzErr, "cannot record %s in the audit tables: %s", zWhat, sqlite3_errmsg(p->db));
-    return rc == SQLITE_ROW ? SQLITE_ERROR : rc;
-  }
-  return SQLITE_OK;
-}
-
-int cr_store_run_begin(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 *piRun,
-                       char **pzErr) {
-  int rc;
-  sqlite3_bind_text(p->pRunBegin, 1, zDest, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pRunBegin, 2, zKind, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pRunBegin, 3, cr_host_name(), -1, SQLITE_STATIC);
-  sqlite3_bind_int64(p->pRunBegin, 4, (sqlite3_int64)getpid());
-  sqlite3_bind_int64(p->pRunBegin, 5, cr_process_start((sqlite3_int64)getpid()));
-  rc = cr_store_step(p, p->pRunBegin, "the run", pzErr);
-  *piRun = sqlite3_last_insert_rowid(p->db);
-  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
-  if (rc == SQLITE_OK) rc = cr_live_runs_add(*piRun) ? SQLITE_OK : SQLITE_NOMEM;
-  return rc;
+  if (rc == SQLITE_DONE) return SQLITE_OK;
+  return cr_store_failed(p, rc, zWhat, pzErr);
 }
 
 int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *c, const char *zStatus,
-                     char **pzErr) {
+                     const char *zError, char **pzErr) {
   int rc;
   sqlite3_bind_int64(p->pRunEnd, 1, iRun);
   sqlite3_bind_int64(p->pRunEnd, 2, c->records);
@@ -263,13 +336,26 @@ int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *c, co
   sqlite3_bind_int64(p->pRunEnd, 7, c->skipped);
   sqlite3_bind_int64(p->pRunEnd, 8, c->invalid);
   sqlite3_bind_text(p->pRunEnd, 9, zStatus, -1, SQLITE_STATIC);
-  rc = cr_store_step(p, p->pRunEnd, "the end of the run", pzErr);
+  sqlite3_bind_text(p->pRunEnd, 10, zError, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(p->pRunEnd, 11, c->changed);
+  rc = cr_store_step(p, p->pRunEnd, "cannot record the end of the run", pzErr);
   if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
   cr_live_runs_remove(iRun);
   return rc;
 }
 
-/* Binds the columns a pending row and an invalid row share, from ?2 on. */
+int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr) {
+  int rc;
+  sqlite3_bind_int64(p->pHeartbeat, 1, iRun);
+  sqlite3_bind_int64(p->pHeartbeat, 2, cr_wall_ms());
+  sqlite3_bind_text(p->pHeartbeat, 3, zNote, -1, SQLITE_STATIC);
+  rc = cr_store_step(p, p->pHeartbeat, "cannot renew the run's heartbeat", pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  return rc;
+}
+
+/* Binds the columns a pending row and an invalid row share, from ?2 on,
+** and its record_key as ?12. */
 static void cr_bind_request(sqlite3_stmt *pStmt, int iFirst, const char *zDest,
                             const cr_request *pReq) {
   sqlite3_bind_text(pStmt, iFirst, zDest, -1, SQLITE_STATIC);
@@ -279,6 +365,7 @@ static void cr_bind_request(sqlite3_stmt *pStmt, int iFirst, const char *zDest,
   sqlite3_bind_text(pStmt, iFirst + 4, cr_method_names[pReq->eMethod], -1, SQLITE_STATIC);
   sqlite3_bind_text(pStmt, iFirst + 5, pReq->zUrl, -1, SQLITE_STATIC);
   sqlite3_bind_text(pStmt, iFirst + 6, pReq->zBody, -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 12, pReq->zRecordKey, -1, SQLITE_STATIC);
 }
 
 int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
@@ -291,23 +378,22 @@ int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const c
   sqlite3_bind_int64(p->pPending, 9, cr_wall_ms()); /* sent_ms, and sent_at from it */
   sqlite3_bind_text(p->pPending, 10, q.zBucket, -1, SQLITE_STATIC);
   sqlite3_bind_text(p->pPending, 11, q.zClass, -1, SQLITE_STATIC);
-  rc = cr_store_step(p, p->pPending, "a pending request", pzErr);
+  rc = cr_store_step(p, p->pPending, "cannot record a pending request", pzErr);
   *piId = sqlite3_last_insert_rowid(p->db);
   cr_quota_key_clear(&q);
   return rc;
 }
 
-int cr_store_outcome(cr_store *p, sqlite3_int64 iId, int status, const char *zState,
-                     const char *zBody, const char *zError, int nAttempts, sqlite3_int64 durationMs,
-                     char **pzErr) {
+int cr_store_outcome(cr_store *p, sqlite3_int64 iId, const cr_outcome *pOut, char **pzErr) {
   sqlite3_bind_int64(p->pOutcome, 1, iId);
-  if (status > 0) sqlite3_bind_int(p->pOutcome, 2, status);
-  sqlite3_bind_text(p->pOutcome, 3, zState, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pOutcome, 4, zBody, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pOutcome, 5, zError, -1, SQLITE_STATIC);
-  sqlite3_bind_int(p->pOutcome, 6, nAttempts);
-  sqlite3_bind_int64(p->pOutcome, 7, durationMs);
-  return cr_store_step(p, p->pOutcome, "a response", pzErr);
+  if (pOut->status > 0) sqlite3_bind_int(p->pOutcome, 2, pOut->status);
+  sqlite3_bind_text(p->pOutcome, 3, pOut->zState, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pOutcome, 4, pOut->zBody, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pOutcome, 5, pOut->zError, -1, SQLITE_STATIC);
+  sqlite3_bind_int(p->pOutcome, 6, pOut->nAttempts);
+  sqlite3_bind_int64(p->pOutcome, 7, pOut->durationMs);
+  sqlite3_bind_text(p->pOutcome, 8, pOut->zRemoteId, -1, SQLITE_STATIC);
+  return cr_store_step(p, p->pOutcome, "cannot record a response", pzErr);
 }
 
 int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
@@ -316,18 +402,49 @@ int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const c
   sqlite3_bind_int64(p->pInvalid, 1, iRun);
   cr_bind_request(p->pInvalid, 2, zDest, pReq);
   sqlite3_bind_text(p->pInvalid, 9, pReq->zError, -1, SQLITE_STATIC);
-  rc = cr_store_step(p, p->pInvalid, "an invalid record", pzErr);
+  rc = cr_store_step(p, p->pInvalid, "cannot record an invalid record", pzErr);
   *piId = sqlite3_last_insert_rowid(p->db);
   return rc;
 }
 
-int cr_store_delivered(cr_store *p, const char *zDest, const char *zKeys, const char *zHashes,
-                       sqlite3_int64 iId, char **pzErr) {
+char *cr_store_remote_id(cr_store *p, const char *zBody, const char *zIdPath) {
+  char *zId = 0;
+  if (zBody == 0) return 0;
+  sqlite3_bind_text(p->pRemoteId, 1, zBody, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pRemoteId, 2, zIdPath, -1, SQLITE_STATIC);
+  /* A body that is not JSON, or has nothing there, just has no id. */
+  if (sqlite3_step(p->pRemoteId) == SQLITE_ROW) {
+    zId = cr_strdup((const char *)sqlite3_column_text(p->pRemoteId, 0));
+  }
+  sqlite3_reset(p->pRemoteId);
+  return zId;
+}
+
+int cr_store_delivered(cr_store *p, const char *zDest, const cr_request *pReq, sqlite3_int64 iId,
+                       const char *zRemoteId, char **pzErr) {
   sqlite3_bind_text(p->pDelivered, 1, zDest, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pDelivered, 2, zKeys, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pDelivered, 3, zHashes, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pDelivered, 2, pReq->zRecordKeys, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pDelivered, 3, pReq->zRecordHashes, -1, SQLITE_STATIC);
   sqlite3_bind_int64(p->pDelivered, 4, iId);
-  return cr_store_step(p, p->pDelivered, "delivered records", pzErr);
+  if (pReq->nRecords == 1) sqlite3_bind_text(p->pDelivered, 5, zRemoteId, -1, SQLITE_STATIC);
+  return cr_store_step(p, p->pDelivered, "cannot record delivered records", pzErr);
+}
+
+/* ------------------------------------------------------------------------
+** The quota ledger
+*/
+
+/* The highest row id of callrail_responses (0 when empty). */
+static int cr_store_max_id(cr_store *p, sqlite3_int64 *piMax, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(p->db, "SELECT coalesce(max(id), 0) FROM callrail_responses", &pStmt, pzErr);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(pStmt);
+    *piMax = sqlite3_column_int64(pStmt, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : cr_store_failed(p, rc, "cannot read the quota ledger", pzErr);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
 }
 
 int cr_store_usage(cr_store *p, const char *zBucket, const char *zClass, sqlite3_int64 tSinceMs,
@@ -343,27 +460,56 @@ int cr_store_usage(cr_store *p, const char *zBucket, const char *zClass, sqlite3
     sqlite3_bind_text(pStmt, 3, zClass, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW)
       xRow(pArg, sqlite3_column_int64(pStmt, 0));
-    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-    if (rc != SQLITE_OK) cr_set_error(pzErr, "cannot read quota usage: %s", sqlite3_errmsg(p->db));
+    rc = rc == SQLITE_DONE ? SQLITE_OK : cr_store_failed(p, rc, "cannot read quota usage", pzErr);
   }
   sqlite3_finalize(pStmt);
   return rc;
 }
 
+int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
+                    void (*xRow)(void *, const char *, const char *, sqlite3_int64), void *pArg,
+                    char **pzErr) {
+  int rc;
+  if (*piAfter < 0) {
+    /* The first look: what is there is counted by the buckets' loads. */
+    rc = cr_store_max_id(p, piAfter, pzErr);
+    return rc;
+  }
+  sqlite3_bind_int64(p->pLedger, 1, *piAfter);
+  sqlite3_bind_int64(p->pLedger, 2, iRunSelf);
+  while ((rc = sqlite3_step(p->pLedger)) == SQLITE_ROW) {
+    *piAfter = sqlite3_column_int64(p->pLedger, 0);
+    xRow(pArg, (const char *)sqlite3_column_text(p->pLedger, 1),
+         (const char *)sqlite3_column_text(p->pLedger, 2), sqlite3_column_int64(p->pLedger, 3));
+  }
+  sqlite3_reset(p->pLedger);
+  return rc == SQLITE_DONE ? SQLITE_OK
+                           : cr_store_failed(p, rc, "cannot read the quota ledger", pzErr);
+}
+
 /* ------------------------------------------------------------------------
-** Recovering the rows of dead runs
+** Runs: recovery of the dead, and one live run per destination
 */
 
-/* A dead run's pending rows become unknown: the request may have arrived. */
+/* A dead or ended run's pending rows become unknown: the request may have
+** arrived.  (?1: the run; ?2: the destination, for the ended-runs sweep.) */
+#define CR_RECOVERED_ERROR                                                                         \
+  "'the run that sent this request ended before its outcome was recorded (its process died, or "  \
+  "it could not write to the database); check CallRail, then record what happened with "         \
+  "callrail_resolve(id, ''delivered'') or callrail_resolve(id, ''not_delivered'')'"
 static const char cr_sql_recover_rows[] =
-    "UPDATE callrail_responses SET state='unknown', error='the run that sent this request "
-    "ended before its outcome was recorded (process killed?); check CallRail, then set state "
-    "to ''failed'' to let a later run send it again' WHERE run_id=?1 AND state='pending'";
+    "UPDATE callrail_responses SET state='unknown', error=" CR_RECOVERED_ERROR
+    " WHERE run_id=?1 AND state='pending'";
+static const char cr_sql_recover_ended[] =
+    "UPDATE callrail_responses SET state='unknown', error=" CR_RECOVERED_ERROR
+    " WHERE destination=?1 AND state IN ('pending','unknown') AND state='pending'"
+    " AND run_id NOT IN (SELECT run_id FROM callrail_runs WHERE status='running')";
 
 /* ... and the run ends interrupted, its totals recounted from its rows. */
 static const char cr_sql_recover_run[] =
     "UPDATE callrail_runs SET status='interrupted', finished_at=" CR_NOW ","
-    " error='the process running it died',"
+    " error='the run ended without recording its end (its process died, or its heartbeat"
+    " stopped for longer than lease_ms)',"
     " records=(SELECT coalesce(sum(records),0) FROM callrail_responses WHERE run_id=?1),"
     " requests=(SELECT count(*) FROM callrail_responses WHERE run_id=?1 AND state<>'invalid'),"
     " ok=(SELECT coalesce(sum(records),0) FROM callrail_responses WHERE run_id=?1 AND state='ok'),"
@@ -374,39 +520,110 @@ static const char cr_sql_recover_run[] =
     " invalid=(SELECT count(*) FROM callrail_responses WHERE run_id=?1 AND state='invalid')"
     " WHERE run_id=?1";
 
-/* Runs zSql with ?1 = iRun; *pnChanged (if not NULL) grows by its changes. */
-static int cr_store_run_sql(cr_store *p, const char *zSql, sqlite3_int64 iRun,
+/* The running runs of a destination with what tells whether they live;
+** a run of 0.1.0 has no heartbeat: its start stands in for one. */
+static const char cr_sql_running[] =
+    "SELECT run_id, host, pid, pid_start,"
+    " coalesce(heartbeat_ms, CAST((julianday(started_at) - 2440587.5) * 86400000 AS INTEGER)),"
+    " kind, started_at FROM callrail_runs WHERE destination=?1 AND status='running'";
+
+/* Runs zSql with ?1 = iRun (or zDest); *pnChanged (if not NULL) grows by
+** its changes. */
+static int cr_store_run_sql(cr_store *p, const char *zSql, sqlite3_int64 iRun, const char *zDest,
                             sqlite3_int64 *pnChanged, char **pzErr) {
   sqlite3_stmt *pStmt = 0;
   int rc = cr_prepare(p->db, zSql, &pStmt, pzErr);
   if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(pStmt, 1, iRun);
-    rc = cr_store_step(p, pStmt, "the recovery of a dead run", pzErr);
+    if (zDest) {
+      sqlite3_bind_text(pStmt, 1, zDest, -1, SQLITE_STATIC);
+    } else {
+      sqlite3_bind_int64(pStmt, 1, iRun);
+    }
+    rc = cr_store_step(p, pStmt, "cannot recover the rows of a dead run", pzErr);
     if (rc == SQLITE_OK && pnChanged) *pnChanged += sqlite3_changes(p->db);
   }
   sqlite3_finalize(pStmt);
   return rc;
 }
 
-int cr_store_recover(cr_store *p, const char *zDest, sqlite3_int64 *pnRecovered, char **pzErr) {
+/* The owner of the running run in the current row of cr_sql_running. */
+static void cr_store_owner(sqlite3_stmt *pStmt, cr_run_owner *o) {
+  o->iRun = sqlite3_column_int64(pStmt, 0);
+  o->zHost = (const char *)sqlite3_column_text(pStmt, 1);
+  o->pid = sqlite3_column_int64(pStmt, 2);
+  o->pidStart = sqlite3_column_int64(pStmt, 3);
+  o->heartbeatMs = sqlite3_column_int64(pStmt, 4);
+}
+
+/* Recovers the dead runs of zDest; *pzLive receives a description of a
+** live send run of zDest if there is one (caller frees).  Runs inside the
+** store's write transaction; an interrupt stops it between two runs. */
+static int cr_store_recover(cr_store *p, const char *zDest, sqlite3_int64 leaseMs, char **pzLive,
+                            sqlite3_int64 *pnRecovered, char **pzErr) {
   sqlite3_stmt *pStmt = 0;
-  int rc = cr_prepare(p->db,
-                      "SELECT run_id, host, pid, pid_start FROM callrail_runs"
-                      " WHERE destination=?1 AND status='running'",
-                      &pStmt, pzErr);
-  *pnRecovered = 0;
-  if (rc == SQLITE_OK) rc = cr_store_begin(p, pzErr);
+  sqlite3_int64 tNow = cr_wall_ms();
+  int rc = cr_prepare(p->db, cr_sql_running, &pStmt, pzErr);
   if (rc == SQLITE_OK) sqlite3_bind_text(pStmt, 1, zDest, -1, SQLITE_STATIC);
   while (rc == SQLITE_OK && sqlite3_step(pStmt) == SQLITE_ROW) {
-    sqlite3_int64 iRun = sqlite3_column_int64(pStmt, 0);
-    if (cr_run_is_alive(iRun, (const char *)sqlite3_column_text(pStmt, 1),
-                        sqlite3_column_int64(pStmt, 2), sqlite3_column_int64(pStmt, 3))) {
-      continue;
+    cr_run_owner o;
+    cr_store_owner(pStmt, &o);
+    if (cr_check_interrupt(p->dbUser) == SQLITE_INTERRUPT) {
+      cr_set_error(pzErr, "interrupted while recovering the runs of destination \"%s\"", zDest);
+      rc = SQLITE_INTERRUPT;
+    } else if (cr_run_is_alive(&o, tNow, leaseMs)) {
+      if (*pzLive == 0 && strcmp((const char *)sqlite3_column_text(pStmt, 5), "send") == 0) {
+        *pzLive = sqlite3_mprintf("run %lld (host %s, pid %lld, started_at %s)", o.iRun,
+                                  o.zHost ? o.zHost : "?", o.pid, sqlite3_column_text(pStmt, 6));
+      }
+    } else {
+      rc = cr_store_run_sql(p, cr_sql_recover_rows, o.iRun, 0, pnRecovered, pzErr);
+      if (rc == SQLITE_OK) rc = cr_store_run_sql(p, cr_sql_recover_run, o.iRun, 0, 0, pzErr);
     }
-    rc = cr_store_run_sql(p, cr_sql_recover_rows, iRun, pnRecovered, pzErr);
-    if (rc == SQLITE_OK) rc = cr_store_run_sql(p, cr_sql_recover_run, iRun, 0, pzErr);
   }
   sqlite3_finalize(pStmt);
-  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_run_sql(p, cr_sql_recover_ended, 0, zDest, pnRecovered, pzErr);
+  return rc;
+}
+
+/* Inserts the run's row, as live, in the current transaction. */
+static int cr_store_run_insert(cr_store *p, const char *zDest, const char *zKind,
+                               sqlite3_int64 *piRun, char **pzErr) {
+  sqlite3_int64 pid = (sqlite3_int64)getpid();
+  int rc;
+  sqlite3_bind_text(p->pRunBegin, 1, zDest, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pRunBegin, 2, zKind, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pRunBegin, 3, cr_host_name(), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(p->pRunBegin, 4, pid);
+  sqlite3_bind_int64(p->pRunBegin, 5, cr_process_start(pid));
+  sqlite3_bind_int64(p->pRunBegin, 6, cr_wall_ms());
+  rc = cr_store_step(p, p->pRunBegin, "cannot record the run", pzErr);
+  *piRun = sqlite3_last_insert_rowid(p->db);
+  /* Live before it commits: no other connection of this process may see
+  ** the row without also seeing it alive. */
+  if (rc == SQLITE_OK && !cr_live_runs_add(*piRun)) rc = SQLITE_NOMEM;
+  return rc;
+}
+
+int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 leaseMs,
+                   sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered,
+                   char **pzErr) {
+  int rc = cr_store_lock(p, pzErr);
+  *piRun = 0;
+  *pzLive = 0;
+  if (rc == SQLITE_OK) rc = cr_store_recover(p, zDest, leaseMs, pzLive, pnRecovered, pzErr);
+  if (rc == SQLITE_OK && (*pzLive == 0 || strcmp(zKind, "send") != 0)) {
+    sqlite3_free(*pzLive);
+    *pzLive = 0;
+    rc = cr_store_run_insert(p, zDest, zKind, piRun, pzErr);
+  }
+  if (rc == SQLITE_OK) {
+    rc = cr_store_flush(p, pzErr);
+  } else {
+    cr_store_flush(p, 0); /* what was recovered stays recovered */
+  }
+  if (rc != SQLITE_OK && *piRun) {
+    cr_live_runs_remove(*piRun);
+    *piRun = 0;
+  }
   return rc;
 }
