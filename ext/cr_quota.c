@@ -303,7 +303,13 @@ int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
   int i, j, ownClass, rc;
   cr_quota_key_of(eMethod, zUrl, &q);
   ownClass = cr_class_index(q.zClass);
-  rc = q.zBucket ? SQLITE_OK : SQLITE_NOMEM;
+  rc = q.zBucket ? SQLITE_OK : SQLITE_ERROR;
+  if (rc != SQLITE_OK) {
+    cr_set_error(pzErr,
+                 "URL %s names no CallRail account: quota is counted per account, and every "
+                 "CallRail endpoint a destination writes to is under /v3/a/{account_id}/",
+                 zUrl ? zUrl : "(none)");
+  }
   if (rc == SQLITE_OK)
     rc = cr_pacer_bucket(p, pStore, q.zBucket, "general", ownClass, &aB[0], pzErr);
   if (rc == SQLITE_OK && ownClass != 0) {

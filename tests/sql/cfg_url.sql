@@ -14,20 +14,20 @@ SELECT callrail_destination('empty_placeholder', '{"credential":"fake","url":"/v
 SELECT callrail_destination('empty_record_placeholder', '{"credential":"fake","url":"/v3/a/ACC0000000000000000000000000000001/companies/{record.}.json"}');
 SELECT callrail_destination('space_in_placeholder', '{"credential":"fake","url":"/v3/a/ACC0000000000000000000000000000001/companies/{a b}.json"}');
 SELECT callrail_destination('space_in_path', '{"credential":"fake","url":"/v3/a/ACC0000000000000000000000000000001/com panies.json"}');
-SELECT callrail_destination('host_placeholder', '{"credential":"fake","url":"https://{host}/v3/a.json"}');
-SELECT callrail_destination('no_host', '{"credential":"fake","url":"https:///v3/a.json"}');
+SELECT callrail_destination('host_placeholder', '{"credential":"fake","url":"https://{host}/v3/a/{account_id}/companies.json"}');
+SELECT callrail_destination('no_host', '{"credential":"fake","url":"https:///v3/a/{account_id}/companies.json"}');
 SELECT callrail_destination('relative', '{"credential":"fake","url":"v3/a/ACC0000000000000000000000000000001/companies.json"}');
 SELECT callrail_destination('not_v3', '{"credential":"fake","url":"/v2/a/ACC0000000000000000000000000000001/companies.json"}');
-SELECT callrail_destination('ftp', '{"credential":"fake","url":"ftp://127.0.0.1/v3/a.json"}');
+SELECT callrail_destination('ftp', '{"credential":"fake","url":"ftp://127.0.0.1/v3/a/{account_id}/companies.json"}');
 SELECT callrail_destination('empty', '{"credential":"fake","url":""}');
 SELECT callrail_destination('other_origin_host', '{"credential":"fake","url":"https://api.callrail.com/v3/a/ACC0000000000000000000000000000001/companies.json"}');
 SELECT callrail_destination('other_origin_port', '{"credential":"fake","url":"http://127.0.0.1:1/v3/a/ACC0000000000000000000000000000001/companies.json"}');
-SELECT callrail_destination('other_origin_userinfo', '{"credential":"fake","url":"{{BASE}}@evil.example/v3/a.json"}');
-SELECT callrail_destination('other_origin_scheme', '{"credential":"real","url":"http://api.callrail.com/v3/a.json"}');
-SELECT callrail_destination('other_origin_real', '{"credential":"real","url":"https://evil.example/v3/a.json"}');
+SELECT callrail_destination('other_origin_userinfo', '{"credential":"fake","url":"{{BASE}}@evil.example/v3/a/{account_id}/companies.json"}');
+SELECT callrail_destination('other_origin_scheme', '{"credential":"real","url":"http://api.callrail.com/v3/a/{account_id}/companies.json"}');
+SELECT callrail_destination('other_origin_real', '{"credential":"real","url":"https://evil.example/v3/a/{account_id}/companies.json"}');
 SELECT count(*) AS saved FROM callrail_destinations;
 -- Accepted: the credential's own origin, absolute or as a path.
 SELECT callrail_destination('same_origin', '{"credential":"fake","url":"{{BASE}}/v3/a/{account_id}/companies.json"}');
 SELECT callrail_destination('real_origin', '{"credential":"real","url":"https://api.callrail.com/v3/a/{account_id}/companies.json"}');
-SELECT callrail_destination('real_origin_port', '{"credential":"real","url":"https://api.callrail.com:443/v3/a.json"}');
+SELECT callrail_destination('real_origin_port', '{"credential":"real","url":"https://api.callrail.com:443/v3/a/{account_id}/companies.json"}');
 SELECT name FROM callrail_destinations ORDER BY 1;
