@@ -614,7 +614,8 @@ static char *cr_row_unrepresentable(sqlite3 *db, sqlite3_stmt *pQuery) {
   int i;
   for (i = 0; i < sqlite3_column_count(pQuery); i++) {
     int t = sqlite3_column_type(pQuery, i);
-    const char *zText = (const char *)sqlite3_column_text(pQuery, i);
+    /* only a TEXT value is read as text: reading a BLOB so would make it TEXT */
+    const char *zText = t == SQLITE_TEXT ? (const char *)sqlite3_column_text(pQuery, i) : 0;
     if (cr_column_is_json(pQuery, i) && !cr_json_names_are_strings(zText) &&
         cr_json_valid(db, zText)) {
       return sqlite3_mprintf("column \"%s\" holds malformed JSON (a member name that is not a "

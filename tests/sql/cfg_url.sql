@@ -2,7 +2,8 @@
 -- "url": unterminated "{", "{" nested in a placeholder, stray "}", empty
 -- placeholders, spaces, a placeholder in the host, a path not under /v3/, a
 -- non-http scheme, and an absolute URL whose origin (scheme, host, port)
--- differs from the credential's api_base.  An absolute URL on the
+-- differs from the credential's api_base (also for update.url), and a URL that
+-- names no account.  An absolute URL on the
 -- credential's own origin is accepted.
 SELECT callrail_credential('fake', 'test-token', '{{BASE}}');
 SELECT callrail_credential('real', 'env:CALLRAIL_TEST_UNSET_VAR');
@@ -31,3 +32,14 @@ SELECT callrail_destination('same_origin', '{"credential":"fake","url":"{{BASE}}
 SELECT callrail_destination('real_origin', '{"credential":"real","url":"https://api.callrail.com/v3/a/{account_id}/companies.json"}');
 SELECT callrail_destination('real_origin_port', '{"credential":"real","url":"https://api.callrail.com:443/v3/a/{account_id}/companies.json"}');
 SELECT name FROM callrail_destinations ORDER BY 1;
+-- Every CallRail endpoint a destination writes to is under /v3/a/{account_id}/
+-- (and quota is paced per account): a URL naming no account is refused when
+-- the destination is defined, not with "failed (7)" when it is sent.
+SELECT callrail_destination('no_account', '{"credential":"fake","url":"/v3/a.json"}');
+SELECT callrail_destination('no_account_slash', '{"credential":"fake","url":"/v3/a/{account_id}.json"}');
+SELECT callrail_destination('no_account_abs', '{"credential":"real","url":"https://api.callrail.com/v3/companies.json"}');
+SELECT callrail_destination('no_account_update', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","key":"id","sync":"upsert","update":{"url":"/v3/a.json?id={remote_id}"}}');
+-- update.url follows the origin rule of url.
+SELECT callrail_destination('update_other_origin', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","key":"id","sync":"upsert","update":{"url":"https://evil.example/v3/a/{account_id}/companies/{remote_id}.json"}}');
+SELECT callrail_destination('update_same_origin', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","key":"id","sync":"upsert","update":{"url":"{{BASE}}/v3/a/{account_id}/companies/{remote_id}.json"}}');
+SELECT name FROM callrail_destinations WHERE name LIKE 'no_account%' OR name LIKE 'update%' ORDER BY 1;
