@@ -442,28 +442,37 @@ static int cfg_strings(cfg_ctx *p, const cfg_item *pItem, char ***paz, int *pn, 
 ** url: "https://host/v3/...{name}..." or "/v3/...", split into parts.
 */
 
+/* A URL template being parsed: `url` or `update.url`, and the cr_dest
+** fields it fills. */
+typedef struct cfg_tmpl {
+  const char *zPath; /* "url" or "update.url", for messages */
+  char **pzUrl;
+  int *pnPart;
+  cr_url_part **paPart;
+} cfg_tmpl;
+
 /* Appends a part (a copy of z[0..n)) to the URL template. */
-static int cfg_url_push(cfg_ctx *p, const char *z, int n, int isPlaceholder, int recordOnly) {
-  cr_dest *pDest = p->pDest;
+static int cfg_url_push(cfg_ctx *p, const cfg_tmpl *t, const char *z, int n, int isPlaceholder,
+                        int recordOnly) {
   cr_url_part *aNew;
   char *zText = sqlite3_mprintf("%.*s", n, z);
   if (zText == 0) return cfg_nomem(p);
-  aNew = sqlite3_realloc64(pDest->aUrlPart, sizeof(cr_url_part) * (pDest->nUrlPart + 1));
+  aNew = sqlite3_realloc64(*t->paPart, sizeof(cr_url_part) * (*t->pnPart + 1));
   if (aNew == 0) {
     sqlite3_free(zText);
     return cfg_nomem(p);
   }
-  aNew[pDest->nUrlPart].zText = zText;
-  aNew[pDest->nUrlPart].isPlaceholder = isPlaceholder;
-  aNew[pDest->nUrlPart].recordOnly = recordOnly;
-  pDest->nUrlPart++;
-  pDest->aUrlPart = aNew;
+  aNew[*t->pnPart].zText = zText;
+  aNew[*t->pnPart].isPlaceholder = isPlaceholder;
+  aNew[*t->pnPart].recordOnly = recordOnly;
+  (*t->pnPart)++;
+  *t->paPart = aNew;
   return SQLITE_OK;
 }
 
 /* 'key "url": WHAT at position N' (N counts bytes from 1). */
-static int cfg_url_error(cfg_ctx *p, const char *zWhat, int i) {
-  return cfg_error(p, "key \"url\": %s at position %d", zWhat, i + 1);
+static int cfg_url_error(cfg_ctx *p, const cfg_tmpl *t, const char *zWhat, int i) {
+  return cfg_error(p, "key \"%s\": %s at position %d", t->zPath, zWhat, i + 1);
 }
 
 /* Space, or a control character: never valid in a URL. */
@@ -488,68 +497,90 @@ static int cfg_url_origin_len(const char *z) {
 
 /* The placeholder whose "{" is at z[*pi]: checks it, appends it and sets
 ** *pi past its "}". */
-static int cfg_url_placeholder(cfg_ctx *p, const char *z, int nOrigin, int *pi) {
+static int cfg_url_placeholder(cfg_ctx *p, const cfg_tmpl *t, const char *z, int nOrigin, int *pi) {
   int i = *pi, j = i + 1, n, recordOnly;
   if (i < nOrigin) {
     return cfg_error(p,
-                     "key \"url\": placeholder at position %d is in the scheme or host; only "
+                     "key \"%s\": placeholder at position %d is in the scheme or host; only "
                      "the path and query may have placeholders",
-                     i + 1);
+                     t->zPath, i + 1);
   }
   while (z[j] && z[j] != '}' && z[j] != '{' && !cfg_is_ctl(z[j]))
     j++;
-  if (z[j] == 0) return cfg_url_error(p, "unterminated placeholder starting", i);
-  if (z[j] == '{') return cfg_url_error(p, "\"{\" inside a placeholder", j);
-  if (z[j] != '}') return cfg_url_error(p, "space or control character", j);
+  if (z[j] == 0) return cfg_url_error(p, t, "unterminated placeholder starting", i);
+  if (z[j] == '{') return cfg_url_error(p, t, "\"{\" inside a placeholder", j);
+  if (z[j] != '}') return cfg_url_error(p, t, "space or control character", j);
   n = j - i - 1;
   recordOnly = n >= 7 && strncmp(z + i + 1, "record.", 7) == 0;
-  if (n == 0) return cfg_url_error(p, "empty placeholder \"{}\"", i);
-  if (n == 7 && recordOnly) return cfg_url_error(p, "empty placeholder \"{record.}\"", i);
+  if (n == 0) return cfg_url_error(p, t, "empty placeholder \"{}\"", i);
+  if (n == 7 && recordOnly) return cfg_url_error(p, t, "empty placeholder \"{record.}\"", i);
   *pi = j + 1;
-  return cfg_url_push(p, z + i + 1 + 7 * recordOnly, n - 7 * recordOnly, 1, recordOnly);
+  return cfg_url_push(p, t, z + i + 1 + 7 * recordOnly, n - 7 * recordOnly, 1, recordOnly);
 }
 
 /* Appends the literal z[0..n), if not empty. */
-static int cfg_url_literal(cfg_ctx *p, const char *z, int n) {
-  return n > 0 ? cfg_url_push(p, z, n, 0, 0) : SQLITE_OK;
+static int cfg_url_literal(cfg_ctx *p, const cfg_tmpl *t, const char *z, int n) {
+  return n > 0 ? cfg_url_push(p, t, z, n, 0, 0) : SQLITE_OK;
 }
 
 /* Splits the template z into literal runs and placeholders. */
-static int cfg_url_split(cfg_ctx *p, const char *z, int nOrigin) {
+static int cfg_url_split(cfg_ctx *p, const cfg_tmpl *t, const char *z, int nOrigin) {
   int i = 0, iLiteral = 0, rc = SQLITE_OK;
   while (rc == SQLITE_OK && z[i]) {
     if (z[i] == '{') {
-      rc = cfg_url_literal(p, z + iLiteral, i - iLiteral);
-      if (rc == SQLITE_OK) rc = cfg_url_placeholder(p, z, nOrigin, &i);
+      rc = cfg_url_literal(p, t, z + iLiteral, i - iLiteral);
+      if (rc == SQLITE_OK) rc = cfg_url_placeholder(p, t, z, nOrigin, &i);
       iLiteral = i;
     } else if (z[i] == '}') {
-      rc = cfg_url_error(p, "\"}\" without a matching \"{\"", i);
+      rc = cfg_url_error(p, t, "\"}\" without a matching \"{\"", i);
     } else if (cfg_is_ctl(z[i])) {
-      rc = cfg_url_error(p, "space or control character", i);
+      rc = cfg_url_error(p, t, "space or control character", i);
     } else {
       i++;
     }
   }
-  if (rc == SQLITE_OK) rc = cfg_url_literal(p, z + iLiteral, i - iLiteral);
+  if (rc == SQLITE_OK) rc = cfg_url_literal(p, t, z + iLiteral, i - iLiteral);
   return rc;
 }
 
-static int cfg_url(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+/* Parses the template in pItem into t. */
+static int cfg_url_template(cfg_ctx *p, const cfg_item *pItem, const cfg_tmpl *t) {
   const char *zExpect = "a URL starting with \"https://\" or \"http://\", or a path starting "
                         "with \"/v3/\"";
   const char *z = 0;
   int nOrigin, rc;
-  (void)pKey;
   rc = cfg_text(p, pItem, zExpect, &z);
   if (rc != SQLITE_OK) return rc;
   nOrigin = cfg_url_origin_len(z);
   if (nOrigin < 0) return cfg_must(p, pItem, 0, "%s", zExpect);
   if (nOrigin > 0 && z[nOrigin - 1] == '/') {
-    return cfg_error(p, "key \"url\": no host after \"%.*s\"", nOrigin, z);
+    return cfg_error(p, "key \"%s\": no host after \"%.*s\"", t->zPath, nOrigin, z);
   }
-  p->pDest->zUrl = cr_strdup(z);
-  if (p->pDest->zUrl == 0) return cfg_nomem(p);
-  return cfg_url_split(p, z, nOrigin);
+  *t->pzUrl = cr_strdup(z);
+  if (*t->pzUrl == 0) return cfg_nomem(p);
+  return cfg_url_split(p, t, z, nOrigin);
+}
+
+static int cfg_url(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  cr_dest *d = p->pDest;
+  cfg_tmpl t = {"url", &d->zUrl, &d->nUrlPart, &d->aUrlPart};
+  (void)pKey;
+  return cfg_url_template(p, pItem, &t);
+}
+
+/* Every CallRail endpoint a destination can write to is under
+** /v3/a/{account_id}/, and the pacer counts quota per account: a template
+** without an account segment (e.g. "/v3/a.json") can never be sent. */
+static int cfg_url_account(cfg_ctx *p, const char *zPath, const char *zUrl) {
+  const char *zEnd = zUrl + strcspn(zUrl, "?#");
+  const char *zA = strstr(zUrl, "/v3/a/");
+  size_t nAccount = zA && zA < zEnd ? strcspn(zA + 6, "/?#") : 0;
+  if (nAccount > 0 && zA[6 + nAccount] == '/') return SQLITE_OK;
+  return cfg_error(p,
+                   "key \"%s\": every CallRail endpoint a destination writes to is under "
+                   "/v3/a/{account_id}/ (e.g. \"/v3/a/{account_id}/companies.json\"), and "
+                   "requests are paced per account; \"%.60s\" names no account",
+                   zPath, zUrl);
 }
 
 /* ------------------------------------------------------------------------
@@ -767,6 +798,92 @@ static int cfg_progress(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) 
 }
 
 /* ------------------------------------------------------------------------
+** Many runs: sync, update, id_path, on_busy, lease_ms; and json
+*/
+
+static int cfg_sync(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  /* In the order of the CR_SYNC_* values. */
+  static const char *const azSync[] = {"changed", "new", "upsert"};
+  (void)pKey;
+  return cfg_choice(p, pItem, azSync, 3, &p->pDest->eSync);
+}
+
+/* update.method: PUT (CallRail's partial update) or PATCH (for proxies);
+** POST would create another resource and DELETE is no update. */
+static int cfg_update_method(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  static const char *const azUpdate[] = {"PUT", "PATCH"};
+  int i = 0;
+  int rc = cfg_choice(p, pItem, azUpdate, 2, &i);
+  (void)pKey;
+  if (rc == SQLITE_OK) p->pDest->eUpdateMethod = i ? CR_METHOD_PATCH : CR_METHOD_PUT;
+  return rc;
+}
+
+static int cfg_update_url(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  cr_dest *d = p->pDest;
+  cfg_tmpl t = {"update.url", &d->zUpdateUrl, &d->nUpdateUrlPart, &d->aUpdateUrlPart};
+  (void)pKey;
+  return cfg_url_template(p, pItem, &t);
+}
+
+static const cfg_key cfg_aUpdateKey[] = {
+    {"url", cfg_update_url, 0, 0, 0},
+    {"method", cfg_update_method, 0, 0, 0},
+};
+
+static int cfg_update(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  cfg_obj obj = {cfg_aUpdateKey, CFG_COUNT(cfg_aUpdateKey), 0};
+  int rc;
+  (void)pKey;
+  if (!cfg_is(pItem, "object")) return cfg_must(p, pItem, 1, "an object");
+  rc = cfg_object(p, pItem->zText, pItem->zPath, &obj);
+  if (rc == SQLITE_OK && !cfg_has(&obj, "url")) {
+    rc = cfg_error(p, "key \"update.url\" is required");
+  }
+  return rc;
+}
+
+/* id_path: a JSON path that SQLite accepts, tried on an empty object. */
+static int cfg_id_path(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  sqlite3_stmt *pStmt = 0;
+  const char *zExpect = "a JSON path starting with \"$\", e.g. \"$.id\"";
+  const char *z = 0;
+  int rc = cfg_text(p, pItem, zExpect, &z);
+  if (rc == SQLITE_OK && z[0] != '$') rc = cfg_must(p, pItem, 0, "%s", zExpect);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, "SELECT json_extract('{}', ?1)", &pStmt, p->pzErr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, z, -1, SQLITE_STATIC);
+    if (sqlite3_step(pStmt) != SQLITE_ROW) {
+      rc = cfg_must(p, pItem, 0, "%s (%s)", zExpect, sqlite3_errmsg(p->db));
+    }
+  }
+  sqlite3_finalize(pStmt);
+  return rc == SQLITE_OK ? cfg_str(p, pItem, pKey) : rc;
+}
+
+static int cfg_on_busy(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  static const char *const azOnBusy[] = {"wait", "error"};
+  (void)pKey;
+  return cfg_choice(p, pItem, azOnBusy, 2, &p->pDest->onBusyError);
+}
+
+static int cfg_json(cfg_ctx *p, const cfg_item *pItem, const cfg_key *pKey) {
+  int rc, i;
+  (void)pKey;
+  rc = cfg_strings(p, pItem, &p->pDest->azJson, &p->pDest->nJson, 0);
+  for (i = 0; rc == SQLITE_OK && i < p->pDest->nJson; i++) {
+    if (!cr_name_is_plain(p->pDest->azJson[i])) {
+      /* It is a JSON path label ($."name") when the record is built. */
+      rc = cfg_error(p,
+                     "key \"json[%d]\": the name may not hold a double quote, a backslash or a "
+                     "control character",
+                     i);
+    }
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
 ** batch
 */
 
@@ -896,6 +1013,14 @@ static const cfg_key cfg_aTopKey[] = {
     {"capture_responses", cfg_bool, 0, 0, offsetof(cr_dest, captureResponses)},
     {"max_response_bytes", cfg_int, 1024, 1073741824, offsetof(cr_dest, maxResponseBytes)},
     {"progress", cfg_progress, 0, 0, 0},
+    {"sync", cfg_sync, 0, 0, 0},
+    {"update", cfg_update, 0, 0, 0},
+    {"id_path", cfg_id_path, 0, 0, offsetof(cr_dest, zIdPath)},
+    {"on_busy", cfg_on_busy, 0, 0, 0},
+    /* Heartbeats come at least every 5 s: a shorter lease would declare
+    ** live runs dead. */
+    {"lease_ms", cfg_int64, 10000, 86400000, offsetof(cr_dest, leaseMs)},
+    {"json", cfg_json, 0, 0, 0},
 };
 
 /* A new cr_dest holding every default of SPEC section 4. */
@@ -917,6 +1042,8 @@ static int cfg_dest_new(cfg_ctx *p) {
   pDest->perHour = pDest->perDay = pDest->perSecond = -1;
   pDest->captureResponses = 1;
   pDest->progress = -1;
+  pDest->eUpdateMethod = CR_METHOD_PUT;
+  pDest->leaseMs = 60000;
   return pDest->zName ? SQLITE_OK : cfg_nomem(p);
 }
 
@@ -990,15 +1117,87 @@ static int cfg_document(cfg_ctx *p, const char *zConfig) {
   return rc;
 }
 
-/* What only the whole object can tell: the required keys. */
-static int cfg_finish(cfg_ctx *p, const cfg_obj *pObj) {
-  if (!cfg_has(pObj, "credential")) return cfg_error(p, "key \"credential\" is required");
-  if (!cfg_has(pObj, "url")) return cfg_error(p, "key \"url\" is required");
-  if (p->pDest->zParams == 0) {
-    p->pDest->zParams = cr_strdup("{}");
-    if (p->pDest->zParams == 0) return cfg_nomem(p);
+/* True if the template has the placeholder {zName} (not {record.zName}). */
+static int cfg_has_placeholder(const cr_url_part *aPart, int nPart, const char *zName) {
+  int i;
+  for (i = 0; i < nPart; i++) {
+    if (aPart[i].isPlaceholder && !aPart[i].recordOnly && strcmp(aPart[i].zText, zName) == 0) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* sync "upsert" creates with POST and updates through `update`, one record
+** per request: the id that names the resource is per record. */
+static int cfg_upsert(cfg_ctx *p, const cfg_obj *pObj) {
+  const cr_dest *d = p->pDest;
+  int i;
+  if (d->eMethod != CR_METHOD_POST) {
+    return cfg_error(p, "key \"sync\": \"upsert\" creates records with POST, got method \"%s\"",
+                     cr_method_names[d->eMethod]);
+  }
+  if (!cfg_has(pObj, "update")) {
+    return cfg_error(p, "key \"update\" is required when \"sync\" is \"upsert\" (e.g. "
+                        "{\"url\": \"/v3/a/{account_id}/companies/{remote_id}.json\"})");
+  }
+  if (!cfg_has_placeholder(d->aUpdateUrlPart, d->nUpdateUrlPart, "remote_id")) {
+    return cfg_error(p, "key \"update.url\" must contain {remote_id}, the id CallRail "
+                        "returned for the record");
+  }
+  for (i = 0; i < d->nUpdateUrlPart; i++) {
+    /* Each is a JSON path label ($."name") when the update URL is built. */
+    if (d->aUpdateUrlPart[i].isPlaceholder && !cr_name_is_plain(d->aUpdateUrlPart[i].zText)) {
+      return cfg_error(p,
+                       "key \"update.url\": placeholder {%s} may not hold a double quote or a "
+                       "backslash",
+                       d->aUpdateUrlPart[i].zText);
+    }
+  }
+  if (d->batchSize > 0) {
+    return cfg_error(p, "key \"batch\" is not allowed when \"sync\" is \"upsert\": each "
+                        "update names one record's id");
   }
   return SQLITE_OK;
+}
+
+/* The sync mode and its companions: `sync` only with `key` (change
+** detection needs it), `update` only with "upsert". */
+static int cfg_finish_sync(cfg_ctx *p, const cfg_obj *pObj) {
+  cr_dest *d = p->pDest;
+  if (!cfg_has(pObj, "sync")) {
+    /* A second POST of a delivered record would create a second resource. */
+    d->eSync = d->eMethod == CR_METHOD_POST ? CR_SYNC_NEW : CR_SYNC_CHANGED;
+  } else if (d->zKey == 0) {
+    return cfg_error(p, "key \"sync\" needs \"key\": without it no record is known to have "
+                        "been delivered");
+  }
+  if (d->eSync == CR_SYNC_UPSERT) return cfg_upsert(p, pObj);
+  if (cfg_has(pObj, "update")) {
+    return cfg_error(p, "key \"update\" is only allowed when \"sync\" is \"upsert\"");
+  }
+  return SQLITE_OK;
+}
+
+/* Sets *pz to a copy of zDefault if it is still NULL. */
+static int cfg_default_str(cfg_ctx *p, char **pz, const char *zDefault) {
+  if (*pz == 0) *pz = cr_strdup(zDefault);
+  return *pz ? SQLITE_OK : cfg_nomem(p);
+}
+
+/* What only the whole object can tell: required keys, the rules between
+** keys, and the defaults of strings. */
+static int cfg_finish(cfg_ctx *p, const cfg_obj *pObj) {
+  cr_dest *d = p->pDest;
+  int rc = SQLITE_OK;
+  if (!cfg_has(pObj, "credential")) return cfg_error(p, "key \"credential\" is required");
+  if (!cfg_has(pObj, "url")) return cfg_error(p, "key \"url\" is required");
+  rc = cfg_url_account(p, "url", d->zUrl);
+  if (rc == SQLITE_OK && d->zUpdateUrl) rc = cfg_url_account(p, "update.url", d->zUpdateUrl);
+  if (rc == SQLITE_OK) rc = cfg_finish_sync(p, pObj);
+  if (rc == SQLITE_OK) rc = cfg_default_str(p, &d->zParams, "{}");
+  if (rc == SQLITE_OK) rc = cfg_default_str(p, &d->zIdPath, "$.id");
+  return rc;
 }
 
 int cr_dest_parse(sqlite3 *db, const char *zName, const char *zConfig, cr_dest **ppDest,
@@ -1031,13 +1230,19 @@ static void cfg_free_strings(char **az, int n) {
   sqlite3_free(az);
 }
 
-void cr_dest_free(cr_dest *p) {
+static void cfg_free_parts(cr_url_part *aPart, int nPart) {
   int i;
+  for (i = 0; i < nPart; i++)
+    sqlite3_free(aPart[i].zText);
+  sqlite3_free(aPart);
+}
+
+void cr_dest_free(cr_dest *p) {
   if (p == 0) return;
-  for (i = 0; i < p->nUrlPart; i++)
-    sqlite3_free(p->aUrlPart[i].zText);
-  sqlite3_free(p->aUrlPart);
+  cfg_free_parts(p->aUrlPart, p->nUrlPart);
+  cfg_free_parts(p->aUpdateUrlPart, p->nUpdateUrlPart);
   cfg_free_strings(p->azHeader, p->nHeader);
+  cfg_free_strings(p->azJson, p->nJson);
   cfg_free_strings(p->azExclude, p->nExclude);
   cfg_free_strings(p->azGroupAttr, p->nGroupAttr);
   sqlite3_free(p->zName);
@@ -1046,6 +1251,8 @@ void cr_dest_free(cr_dest *p) {
   sqlite3_free(p->zParams);
   sqlite3_free(p->zWrap);
   sqlite3_free(p->zKey);
+  sqlite3_free(p->zUpdateUrl);
+  sqlite3_free(p->zIdPath);
   sqlite3_free(p);
 }
 

@@ -84,6 +84,11 @@ extern const char *const cr_method_names[4];
 #define CR_GROUP_ATTRIBUTE 1
 #define CR_GROUP_BYTES 2
 
+/* `sync`: which keyed records a send sends. */
+#define CR_SYNC_CHANGED 0 /* never delivered, or delivered with another request */
+#define CR_SYNC_NEW 1     /* never delivered only */
+#define CR_SYNC_UPSERT 2  /* never delivered to `url`, changed ones to `update.url` */
+
 /* One piece of a URL template: literal text, or a {placeholder}. */
 typedef struct cr_url_part {
   char *zText; /* literal text, or the placeholder's attribute name */
@@ -124,6 +129,16 @@ typedef struct cr_dest {
   int captureResponses;
   int maxResponseBytes; /* larger response bodies are cut off, failing */
   int progress;         /* -1 auto, 0 off, 1 on */
+  int eSync;            /* `sync`: CR_SYNC_*; default NEW for POST, CHANGED otherwise */
+  int eUpdateMethod;    /* `update.method`: CR_METHOD_PUT (default) or CR_METHOD_PATCH */
+  char *zUpdateUrl;     /* `update.url` template (sync "upsert" only), or NULL */
+  int nUpdateUrlPart;
+  cr_url_part *aUpdateUrlPart; /* `update.url`, parsed like url; has {remote_id} */
+  char *zIdPath;               /* `id_path`: JSON path of the remote id, default "$.id" */
+  int onBusyError;             /* `on_busy`: 0 "wait" (default), 1 "error" */
+  sqlite3_int64 leaseMs;       /* `lease_ms`: a run silent this long is dead; default 60000 */
+  int nJson;
+  char **azJson; /* `json`: attributes whose TEXT value is parsed as JSON */
 } cr_dest;
 
 /* Parses and validates zConfig for destination zName.  Every key of SPEC
@@ -149,6 +164,13 @@ typedef struct cr_cred {
   int isLoopback; /* api_base is a loopback address (http allowed) */
   char *zToken;   /* the secret; wiped by cr_cred_free() */
 } cr_cred;
+
+/* The rules of a destination that depend on its credential, which may be
+** re-pointed after the destination was saved (cr_config.c): absolute `url`
+** and `update.url` have the credential's origin, and no `batch` against
+** CallRail's own api_base.  Call it when a destination is defined and
+** whenever a run or preview loads it; the error names the destination. */
+int cr_dest_check_cred(const cr_dest *pDest, const cr_cred *pCred, char **pzErr);
 
 typedef struct cr_conn cr_conn;
 
@@ -251,6 +273,14 @@ void cr_records_close(cr_records *p);
 /* How many rows zQuery returns (one extra pass, for the progress line). */
 int cr_query_count(sqlite3 *db, const char *zQuery, sqlite3_int64 *pnRows, char **pzErr);
 void cr_record_clear(cr_record *pRec);
+
+/* The update URL of a record for sync "upsert": pDest->aUpdateUrlPart expanded like `url`
+** (attributes, params), with {remote_id} replaced, percent-encoded, by zRemoteId.
+** *pzUrl receives the absolute URL, or NULL with *pzWhy (sqlite3_malloc'ed) saying why the
+** record is invalid (e.g. a missing placeholder value). rc is an error only for OOM. */
+int cr_record_update_url(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
+                         const char *zRecordJson, const char *zRemoteId, char **pzUrl,
+                         char **pzWhy);
 
 /* ------------------------------------------------------------------------
 ** Requests (cr_request.c): groups records into requests.

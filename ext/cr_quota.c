@@ -331,13 +331,15 @@ int cr_pacer_admit(cr_pacer *p, cr_store *pStore, int eMethod, const char *zUrl,
   cr_bucket *aB[2] = {0, 0};
   sqlite3_int64 tNow = cr_wall_ms();
   sqlite3_int64 msWait = 0;
-  int i, j, ownClass, rc = SQLITE_OK;
+  int i, j, ownClass, rc;
   cr_quota_key_of(eMethod, zUrl, &q);
   ownClass = cr_class_index(q.zClass);
-  if (q.zBucket == 0) {
-    cr_set_error(pzErr, "%s names no CallRail account (/v3/a/{account_id}/...), so its quota "
-                 "cannot be counted", zUrl);
-    rc = SQLITE_ERROR;
+  rc = q.zBucket ? SQLITE_OK : SQLITE_ERROR;
+  if (rc != SQLITE_OK) {
+    cr_set_error(pzErr,
+                 "URL %s names no CallRail account: quota is counted per account, and every "
+                 "CallRail endpoint a destination writes to is under /v3/a/{account_id}/",
+                 zUrl ? zUrl : "(none)");
   }
   if (rc == SQLITE_OK)
     rc = cr_pacer_bucket(p, pStore, q.zBucket, "general", ownClass, &aB[0], pzErr);

@@ -36,6 +36,15 @@ SQLITE_EXTENSION_INIT3
 #define CR_SHAPE_PLACE 1 /* then per placeholder: type, value, NUL flag */
 #define CR_SHAPE_PER_PLACE 3
 
+/* A URL template (`url` or `update.url`) and the params values of its
+** placeholders, looked up once. */
+typedef struct cr_tmpl {
+  const cr_url_part *aPart;
+  int nPart;
+  int isPath;     /* a path, relative to the api_base */
+  char **azParam; /* params value per part (placeholders only), or NULL */
+} cr_tmpl;
+
 struct cr_records {
   sqlite3 *db;
   const cr_dest *pDest;
@@ -45,11 +54,14 @@ struct cr_records {
   int nCol;
   sqlite3_stmt *pBuild;
   sqlite3_stmt *pShape;
-  int iShapeKey;      /* shaper column of the key's type, or -1 */
-  int iShapeGroup;    /* shaper column of the grouping values, or -1 */
-  char **azParam;     /* params value per URL part (placeholders only) */
-  cr_keyset *pSeen;   /* keys seen in this run */
-  sqlite3_stmt *pDup; /* a member name used twice (records from JSON text) */
+  int iShapeKey;            /* shaper column of the key's type, or -1 */
+  int iShapeGroup;          /* shaper column of the grouping values, or -1 */
+  cr_tmpl url;              /* the destination's url */
+  sqlite3_stmt *pJsonProbe; /* `json` attributes: their text, if TEXT */
+  sqlite3_stmt *pJsonFix;   /* `json` attributes: their text parsed */
+  sqlite3_stmt *pJsonb;     /* a JSONB BLOB as JSON text; NULL before 3.45 */
+  cr_keyset *pSeen;         /* keys seen in this run */
+  sqlite3_stmt *pDup;       /* a member name used twice (records from JSON text) */
   sqlite3_int64 iRow;
 };
 
@@ -254,11 +266,31 @@ static int cr_shape_multi(const cr_dest *d, sqlite3_str *pSql, const char *zFunc
   return rc;
 }
 
+/* Appends the shaper columns of each placeholder of the template t (named
+** zKey in messages) and adds their number to *pnOut. */
+static int cr_shape_places(const cr_dest *d, sqlite3_str *pSql, const cr_tmpl *t, const char *zKey,
+                           int *pnOut, char **pzErr) {
+  int i, rc = SQLITE_OK;
+  for (i = 0; rc == SQLITE_OK && i < t->nPart; i++) {
+    const char *zName = t->aPart[i].zText;
+    if (!t->aPart[i].isPlaceholder) continue;
+    rc = cr_path_check(d, zName, zKey, pzErr);
+    /* type, value, and whether the JSON text escapes a NUL, which
+    ** json_extract() of SQLite 3.40 would silently cut the value at */
+    sqlite3_str_appendf(pSql,
+                        ", json_type(?1,'$.\"%q\"'), json_extract(?1,'$.\"%q\"'),"
+                        " instr(replace(?1 -> '$.\"%q\"', '\\\\', ''), '\\u0000')",
+                        zName, zName, zName);
+    *pnOut += CR_SHAPE_PER_PLACE;
+  }
+  return rc;
+}
+
 static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
   const cr_dest *d = p->pDest;
   sqlite3_str *pSql = sqlite3_str_new(0);
   int nOut = 1;
-  int i, rc = SQLITE_OK;
+  int rc = SQLITE_OK;
 
   sqlite3_str_appendall(pSql, "SELECT ");
   if (d->nExclude == 0) {
@@ -266,18 +298,7 @@ static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
   } else {
     rc = cr_shape_multi(d, pSql, "json_remove", 0, d->azExclude, d->nExclude, "exclude", pzErr);
   }
-  for (i = 0; rc == SQLITE_OK && i < d->nUrlPart; i++) {
-    const char *zName = d->aUrlPart[i].zText;
-    if (!d->aUrlPart[i].isPlaceholder) continue;
-    rc = cr_path_check(d, zName, "url", pzErr);
-    /* type, value, and whether the JSON text escapes a NUL, which
-    ** json_extract() of SQLite 3.40 would silently cut the value at */
-    sqlite3_str_appendf(pSql,
-                        ", json_type(?1,'$.\"%q\"'), json_extract(?1,'$.\"%q\"'),"
-                        " instr(replace(?1 -> '$.\"%q\"', '\\\\', ''), '\\u0000')",
-                        zName, zName, zName);
-    nOut += CR_SHAPE_PER_PLACE;
-  }
+  if (rc == SQLITE_OK) rc = cr_shape_places(d, pSql, &p->url, "url", &nOut, pzErr);
   p->iShapeKey = -1;
   if (rc == SQLITE_OK && d->zKey) {
     rc = cr_path_check(d, d->zKey, "key", pzErr);
@@ -301,29 +322,150 @@ static int cr_shape_sql(cr_records *p, char **pzSql, char **pzErr) {
   return rc;
 }
 
-/* Looks up each placeholder in params once, for records that lack it. */
-static int cr_params_load(cr_records *p, char **pzErr) {
-  const cr_dest *d = p->pDest;
+/* Looks up each placeholder of t in params once, for records that lack it. */
+static int cr_params_load(sqlite3 *db, const cr_dest *d, cr_tmpl *t, char **pzErr) {
   sqlite3_stmt *pStmt = 0;
   int i;
-  int rc = cr_prepare(p->db, "SELECT json_extract(?1, '$.\"' || ?2 || '\"')", &pStmt, pzErr);
+  int rc = cr_prepare(db, "SELECT json_extract(?1, '$.\"' || ?2 || '\"')", &pStmt, pzErr);
   if (rc == SQLITE_OK) {
-    p->azParam = sqlite3_malloc(sizeof(char *) * (d->nUrlPart + 1));
-    if (p->azParam == 0)
+    t->azParam = sqlite3_malloc(sizeof(char *) * (t->nPart + 1));
+    if (t->azParam == 0)
       rc = SQLITE_NOMEM;
     else
-      memset(p->azParam, 0, sizeof(char *) * (d->nUrlPart + 1));
+      memset(t->azParam, 0, sizeof(char *) * (t->nPart + 1));
   }
-  for (i = 0; rc == SQLITE_OK && i < d->nUrlPart; i++) {
-    if (!d->aUrlPart[i].isPlaceholder || d->aUrlPart[i].recordOnly) continue;
+  for (i = 0; rc == SQLITE_OK && i < t->nPart; i++) {
+    if (!t->aPart[i].isPlaceholder || t->aPart[i].recordOnly) continue;
     sqlite3_bind_text(pStmt, 1, d->zParams ? d->zParams : "{}", -1, SQLITE_STATIC);
-    sqlite3_bind_text(pStmt, 2, d->aUrlPart[i].zText, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 2, t->aPart[i].zText, -1, SQLITE_STATIC);
     if (sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_type(pStmt, 0) != SQLITE_NULL) {
-      p->azParam[i] = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
+      t->azParam[i] = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
     }
     sqlite3_reset(pStmt);
   }
   sqlite3_finalize(pStmt);
+  return rc;
+}
+
+static void cr_tmpl_clear(cr_tmpl *t) {
+  int i;
+  if (t->azParam == 0) return;
+  for (i = 0; i < t->nPart; i++)
+    sqlite3_free(t->azParam[i]);
+  sqlite3_free(t->azParam);
+  t->azParam = 0;
+}
+
+/* ------------------------------------------------------------------------
+** `json` attributes: TEXT parsed as JSON.  SQLite drops the JSON subtype of
+** a value that passes through a sorter (ORDER BY without an index), a UNION
+** or a materialised CTE, so json_array('VIP') would arrive as the string
+** "[\"VIP\"]"; the destination names the attributes that are JSON whatever
+** path their value took.  The probe reads each one's text (and whether it
+** holds a NUL), C checks it, and the fixer replaces it by its parse.
+*/
+
+/* Marks the record invalid; zMsg (from sqlite3_mprintf) is taken over. */
+static void cr_record_invalid(cr_record *pRec, char *zMsg) {
+  sqlite3_free(pRec->zError);
+  if (pRec->zKey) {
+    pRec->zError = sqlite3_mprintf("record %lld (key \"%s\"): %s", pRec->iRow, pRec->zKey, zMsg);
+  } else {
+    pRec->zError = sqlite3_mprintf("record %lld: %s", pRec->iRow, zMsg);
+  }
+  sqlite3_free(zMsg);
+}
+
+/* True if SQLite's json_valid() accepts z. */
+static int cr_json_valid(sqlite3 *db, const char *z) {
+  sqlite3_stmt *pStmt = 0;
+  int valid = 0;
+  if (sqlite3_prepare_v2(db, "SELECT json_valid(?1)", -1, &pStmt, 0) == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, 1, z, -1, SQLITE_STATIC);
+    valid = sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_int(pStmt, 0);
+  }
+  sqlite3_finalize(pStmt);
+  return valid;
+}
+
+static int cr_json_attrs_prepare(cr_records *p, char **pzErr) {
+  const cr_dest *d = p->pDest;
+  sqlite3_str *pProbe = sqlite3_str_new(0);
+  sqlite3_str *pFix = sqlite3_str_new(0);
+  char *zProbe, *zFix;
+  int i, rc = SQLITE_OK;
+  sqlite3_str_appendall(pFix, "SELECT ");
+  for (i = 0; rc == SQLITE_OK && i < d->nJson; i++) {
+    const char *z = d->azJson[i];
+    rc = cr_path_check(d, z, "json", pzErr);
+    sqlite3_str_appendf(pProbe,
+                        "%sCASE WHEN json_type(?1,'$.\"%q\"')='text' THEN ?1->>'$.\"%q\"' END,"
+                        " instr(replace(?1 -> '$.\"%q\"', '\\\\', ''), '\\u0000')",
+                        i ? ", " : "SELECT ", z, z, z);
+    sqlite3_str_appendall(pFix, "json_replace(");
+  }
+  sqlite3_str_appendall(pFix, "?1");
+  for (i = 0; rc == SQLITE_OK && i < d->nJson; i++) {
+    const char *z = d->azJson[i];
+    /* -> keeps numbers exact and marks its result as JSON */
+    sqlite3_str_appendf(pFix,
+                        ", '$.\"%q\"', CASE WHEN json_type(?1,'$.\"%q\"')='text'"
+                        " THEN json(?1->>'$.\"%q\"') ELSE ?1->'$.\"%q\"' END)",
+                        z, z, z, z);
+  }
+  zProbe = sqlite3_str_finish(pProbe);
+  zFix = sqlite3_str_finish(pFix);
+  if (rc == SQLITE_OK && (zProbe == 0 || zFix == 0)) rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, zProbe, &p->pJsonProbe, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, zFix, &p->pJsonFix, pzErr);
+  sqlite3_free(zProbe);
+  sqlite3_free(zFix);
+  return rc;
+}
+
+/* Why the text z of `json` attribute zName (iNul: where the record's JSON
+** escapes a NUL in it) cannot be parsed, or NULL if it can. */
+static char *cr_json_attr_problem(sqlite3 *db, const char *zName, const char *z, int iNul) {
+  if (iNul > 0) {
+    return sqlite3_mprintf("attribute \"%s\" (listed in \"json\") holds a NUL character", zName);
+  }
+  if (!cr_json_valid(db, z) || !cr_json_names_are_strings(z)) {
+    return sqlite3_mprintf("attribute \"%s\" (listed in \"json\") is not valid JSON: %.60s%s",
+                           zName, z, strlen(z) > 60 ? "..." : "");
+  }
+  return 0;
+}
+
+/* Parses the `json` attributes of the record, or marks it invalid. */
+static int cr_json_attrs_apply(cr_records *p, cr_record *pRec) {
+  const cr_dest *d = p->pDest;
+  char *zWhy = 0;
+  int i, nText = 0, rc = SQLITE_OK;
+  sqlite3_bind_text(p->pJsonProbe, 1, pRec->zJson, -1, SQLITE_STATIC);
+  if (sqlite3_step(p->pJsonProbe) != SQLITE_ROW) {
+    zWhy = sqlite3_mprintf("cannot read its \"json\" attributes: %s", sqlite3_errmsg(p->db));
+  }
+  for (i = 0; zWhy == 0 && i < d->nJson; i++) {
+    const char *z = (const char *)sqlite3_column_text(p->pJsonProbe, 2 * i);
+    if (z == 0) continue;
+    nText++;
+    zWhy =
+        cr_json_attr_problem(p->db, d->azJson[i], z, sqlite3_column_int(p->pJsonProbe, 2 * i + 1));
+  }
+  sqlite3_reset(p->pJsonProbe);
+  if (zWhy == 0 && nText > 0) {
+    sqlite3_bind_text(p->pJsonFix, 1, pRec->zJson, -1, SQLITE_STATIC);
+    if (sqlite3_step(p->pJsonFix) == SQLITE_ROW) {
+      char *zNew = cr_strdup((const char *)sqlite3_column_text(p->pJsonFix, 0));
+      rc = zNew ? SQLITE_OK : SQLITE_NOMEM;
+      sqlite3_free(pRec->zJson);
+      pRec->zJson = zNew;
+    } else {
+      zWhy = sqlite3_mprintf("cannot parse its \"json\" attributes: %s", sqlite3_errmsg(p->db));
+    }
+    sqlite3_reset(p->pJsonFix);
+  }
+  if (zWhy) cr_record_invalid(pRec, zWhy);
   return rc;
 }
 
@@ -339,6 +481,9 @@ static int cr_records_init(sqlite3 *db, const cr_dest *pDest, const char *zApiBa
   memset(p, 0, sizeof(*p));
   p->db = db;
   p->pDest = pDest;
+  p->url.aPart = pDest->aUrlPart;
+  p->url.nPart = pDest->nUrlPart;
+  p->url.isPath = pDest->zUrl[0] == '/';
   p->zApiBase = cr_strdup(zApiBase);
   return p->zApiBase ? SQLITE_OK : SQLITE_NOMEM;
 }
@@ -348,7 +493,8 @@ static int cr_records_prepare_shaper(cr_records *p, char **pzErr) {
   int rc = cr_shape_sql(p, &zSql, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, zSql, &p->pShape, pzErr);
   sqlite3_free(zSql);
-  if (rc == SQLITE_OK) rc = cr_params_load(p, pzErr);
+  if (rc == SQLITE_OK) rc = cr_params_load(p->db, p->pDest, &p->url, pzErr);
+  if (rc == SQLITE_OK && p->pDest->nJson > 0) rc = cr_json_attrs_prepare(p, pzErr);
   if (rc == SQLITE_OK && p->pDest->zKey) rc = cr_keyset_open(&p->pSeen, pzErr);
   if (rc == SQLITE_OK && (p->pQuery == 0 || p->nCol == 1)) {
     /* A record from JSON text may name a member twice; json_remove() and
@@ -373,6 +519,13 @@ int cr_records_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, con
     (*pp)->nCol = sqlite3_column_count((*pp)->pQuery);
     zBuild = cr_build_sql((*pp)->pQuery);
     rc = zBuild ? cr_prepare(db, zBuild, &(*pp)->pBuild, pzErr) : SQLITE_NOMEM;
+  }
+  if (rc == SQLITE_OK) {
+    /* SQLite 3.45 and later: jsonb() values are BLOBs holding JSON.  Older
+    ** versions have no two-argument json_valid(): no statement, and every
+    ** BLOB stays binary data. */
+    sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1, 8) THEN json(?1) END", -1,
+                       &(*pp)->pJsonb, 0);
   }
   sqlite3_free(zBuild);
   if (rc == SQLITE_OK) rc = cr_records_prepare_shaper(*pp, pzErr);
@@ -416,18 +569,16 @@ int cr_records_open_json(sqlite3 *db, const cr_dest *pDest, const char *zApiBase
 }
 
 void cr_records_close(cr_records *p) {
-  int i;
   if (p == 0) return;
   sqlite3_finalize(p->pQuery);
   sqlite3_finalize(p->pBuild);
   sqlite3_finalize(p->pShape);
   cr_keyset_close(p->pSeen);
   sqlite3_finalize(p->pDup);
-  if (p->azParam) {
-    for (i = 0; i < p->pDest->nUrlPart; i++)
-      sqlite3_free(p->azParam[i]);
-    sqlite3_free(p->azParam);
-  }
+  sqlite3_finalize(p->pJsonProbe);
+  sqlite3_finalize(p->pJsonFix);
+  sqlite3_finalize(p->pJsonb);
+  cr_tmpl_clear(&p->url);
   sqlite3_free(p->zJson);
   sqlite3_free(p->zApiBase);
   sqlite3_free(p);
@@ -449,17 +600,6 @@ void cr_record_clear(cr_record *pRec) {
 ** Building one record
 */
 
-/* Marks the record invalid; zMsg (from sqlite3_mprintf) is taken over. */
-static void cr_record_invalid(cr_record *pRec, char *zMsg) {
-  sqlite3_free(pRec->zError);
-  if (pRec->zKey) {
-    pRec->zError = sqlite3_mprintf("record %lld (key \"%s\"): %s", pRec->iRow, pRec->zKey, zMsg);
-  } else {
-    pRec->zError = sqlite3_mprintf("record %lld: %s", pRec->iRow, zMsg);
-  }
-  sqlite3_free(zMsg);
-}
-
 /* True if column i's value would be read as JSON by the builder: it has
 ** the JSON subtype, or it is the only column and TEXT. */
 static int cr_column_is_json(sqlite3_stmt *pQuery, int i) {
@@ -468,34 +608,19 @@ static int cr_column_is_json(sqlite3_stmt *pQuery, int i) {
          (sqlite3_value_subtype(v) == 'J' || sqlite3_column_count(pQuery) == 1);
 }
 
-/* True if SQLite's json_valid() accepts z. */
-static int cr_json_valid(sqlite3 *db, const char *z) {
-  sqlite3_stmt *pStmt = 0;
-  int valid = 0;
-  if (sqlite3_prepare_v2(db, "SELECT json_valid(?1)", -1, &pStmt, 0) == SQLITE_OK) {
-    sqlite3_bind_text(pStmt, 1, z, -1, SQLITE_STATIC);
-    valid = sqlite3_step(pStmt) == SQLITE_ROW && sqlite3_column_int(pStmt, 0);
-  }
-  sqlite3_finalize(pStmt);
-  return valid;
-}
-
-/* A BLOB or an infinite REAL cannot be JSON, nor JSON text that SQLite
-** 3.40 would mangle (text that is not JSON at all is just a string):
-** names the first such column. */
+/* An infinite REAL cannot be JSON, nor JSON text that SQLite 3.40 would
+** mangle (text that is not JSON at all is just a string): names the first
+** such column.  BLOBs are checked as they are bound. */
 static char *cr_row_unrepresentable(sqlite3 *db, sqlite3_stmt *pQuery) {
   int i;
   for (i = 0; i < sqlite3_column_count(pQuery); i++) {
     int t = sqlite3_column_type(pQuery, i);
-    const char *zText = (const char *)sqlite3_column_text(pQuery, i);
+    /* only a TEXT value is read as text: reading a BLOB so would make it TEXT */
+    const char *zText = t == SQLITE_TEXT ? (const char *)sqlite3_column_text(pQuery, i) : 0;
     if (cr_column_is_json(pQuery, i) && !cr_json_names_are_strings(zText) &&
         cr_json_valid(db, zText)) {
       return sqlite3_mprintf("column \"%s\" holds malformed JSON (a member name that is not a "
                              "string)",
-                             sqlite3_column_name(pQuery, i));
-    }
-    if (t == SQLITE_BLOB) {
-      return sqlite3_mprintf("column \"%s\" is a BLOB; JSON cannot hold binary data",
                              sqlite3_column_name(pQuery, i));
     }
     if (t == SQLITE_FLOAT && isinf(sqlite3_column_double(pQuery, i))) {
@@ -517,6 +642,27 @@ static void cr_real_text(double r, char *zBuf, int nBuf) {
   if (strpbrk(zBuf, ".e") == 0 && (int)strlen(zBuf) + 3 <= nBuf) strcat(zBuf, ".0");
 }
 
+/* Binds the BLOB v of column i: a JSONB value as the JSON text it holds;
+** any other BLOB makes the record invalid, JSON cannot hold binary data.
+** False if it did. */
+static int cr_bind_blob(cr_records *p, cr_record *pRec, int i, sqlite3_value *v) {
+  const char *zJson = 0;
+  if (p->pJsonb) {
+    sqlite3_bind_value(p->pJsonb, 1, v);
+    if (sqlite3_step(p->pJsonb) == SQLITE_ROW)
+      zJson = (const char *)sqlite3_column_text(p->pJsonb, 0);
+  }
+  if (zJson) {
+    sqlite3_bind_text(p->pBuild, 2 * i + 1, zJson, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(p->pBuild, 2 * i + 2, 1);
+  } else {
+    cr_record_invalid(pRec, sqlite3_mprintf("column \"%s\" is a BLOB; JSON cannot hold binary data",
+                                            sqlite3_column_name(p->pQuery, i)));
+  }
+  if (p->pJsonb) sqlite3_reset(p->pJsonb);
+  return zJson != 0;
+}
+
 /* Runs the builder on the current row of the query. */
 static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
   char *zBad = cr_row_unrepresentable(p->db, p->pQuery);
@@ -527,6 +673,10 @@ static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
   }
   for (i = 0; i < p->nCol; i++) {
     sqlite3_value *v = sqlite3_column_value(p->pQuery, i);
+    if (sqlite3_value_type(v) == SQLITE_BLOB) {
+      if (!cr_bind_blob(p, pRec, i, v)) return SQLITE_OK;
+      continue;
+    }
     if (sqlite3_value_type(v) == SQLITE_FLOAT) {
       /* SQLite's JSON writes 15 digits; the shortest exact text, read by
       ** json() as a number literal, keeps every bit of a REAL. */
@@ -571,25 +721,32 @@ static void cr_percent_encode(sqlite3_str *pOut, const char *z, int n) {
   }
 }
 
-/* The value of URL part i for the current shaped record (*pn bytes, which
-** may include NUL), or NULL with *pzWhy set. */
-static const char *cr_placeholder_value(cr_records *p, int i, int iCol, int *pn, char **pzWhy) {
-  const cr_url_part *pPart = &p->pDest->aUrlPart[i];
-  const char *zType = (const char *)sqlite3_column_text(p->pShape, iCol);
+/* The value of part i of the template t for a shaped record (its
+** placeholder's columns start at iCol of pShape; *pn bytes, which may
+** include NUL), or NULL with *pzWhy set.  zRemoteId, if not NULL, is the
+** value of {remote_id}. */
+static const char *cr_placeholder_value(const cr_tmpl *t, sqlite3_stmt *pShape, int i, int iCol,
+                                        const char *zRemoteId, int *pn, char **pzWhy) {
+  const cr_url_part *pPart = &t->aPart[i];
+  const char *zType = (const char *)sqlite3_column_text(pShape, iCol);
   const char *zPrefix = pPart->recordOnly ? "record." : "";
+  if (zRemoteId && !pPart->recordOnly && strcmp(pPart->zText, "remote_id") == 0) {
+    *pn = (int)strlen(zRemoteId);
+    return zRemoteId;
+  }
   if (zType && (strcmp(zType, "true") == 0 || strcmp(zType, "false") == 0)) {
     *pn = (int)strlen(zType);
     return zType;
   }
-  if (zType && sqlite3_column_int(p->pShape, iCol + 2) > 0) {
+  if (zType && sqlite3_column_int(pShape, iCol + 2) > 0) {
     *pzWhy = sqlite3_mprintf("URL placeholder {%s%s}: attribute \"%s\" holds a NUL character",
                              zPrefix, pPart->zText, pPart->zText);
     return 0;
   }
   if (zType && strcmp(zType, "object") != 0 && strcmp(zType, "array") != 0 &&
       strcmp(zType, "null") != 0) {
-    const char *z = (const char *)sqlite3_column_text(p->pShape, iCol + 1);
-    *pn = sqlite3_column_bytes(p->pShape, iCol + 1);
+    const char *z = (const char *)sqlite3_column_text(pShape, iCol + 1);
+    *pn = sqlite3_column_bytes(pShape, iCol + 1);
     if (*pn == 0) {
       /* An empty value leaves "//" or, next to a literal dot, a "."
       ** segment that would be resolved away: never a resource. */
@@ -605,40 +762,48 @@ static const char *cr_placeholder_value(cr_records *p, int i, int iCol, int *pn,
     return 0;
   }
   /* An empty params value is no resource either. */
-  if (p->azParam[i] && p->azParam[i][0]) {
-    *pn = (int)strlen(p->azParam[i]);
-    return p->azParam[i];
+  if (t->azParam[i] && t->azParam[i][0]) {
+    *pn = (int)strlen(t->azParam[i]);
+    return t->azParam[i];
   }
   *pzWhy = sqlite3_mprintf("URL placeholder {%s%s} has no value: attribute \"%s\" is %s%s", zPrefix,
                            pPart->zText, pPart->zText, zType ? "NULL" : "missing",
                            pPart->recordOnly ? ""
-                           : p->azParam[i]   ? " and params has it empty"
+                           : t->azParam[i]   ? " and params has it empty"
                                              : " and params has none");
   return 0;
 }
 
-/* Expands the URL template for the current shaped record. */
-static void cr_url_expand(cr_records *p, cr_record *pRec) {
-  const cr_dest *d = p->pDest;
+/* Expands the template t for the record shaped by pShape (placeholder
+** columns from CR_SHAPE_PLACE on) into *pzUrl (NULL if out of memory).
+** Returns why the record is invalid, or NULL. */
+static char *cr_tmpl_expand(const cr_tmpl *t, const char *zApiBase, sqlite3_stmt *pShape,
+                            const char *zRemoteId, char **pzUrl) {
   sqlite3_str *pUrl = sqlite3_str_new(0);
   char *zWhy = 0;
   int i, iCol = CR_SHAPE_PLACE;
-  if (d->zUrl[0] == '/') sqlite3_str_appendall(pUrl, p->zApiBase);
-  for (i = 0; i < d->nUrlPart && zWhy == 0; i++) {
-    if (!d->aUrlPart[i].isPlaceholder) {
-      sqlite3_str_appendall(pUrl, d->aUrlPart[i].zText);
+  if (t->isPath) sqlite3_str_appendall(pUrl, zApiBase);
+  for (i = 0; i < t->nPart && zWhy == 0; i++) {
+    if (!t->aPart[i].isPlaceholder) {
+      sqlite3_str_appendall(pUrl, t->aPart[i].zText);
     } else {
       int nVal = 0;
-      const char *zVal = cr_placeholder_value(p, i, iCol, &nVal, &zWhy);
+      const char *zVal = cr_placeholder_value(t, pShape, i, iCol, zRemoteId, &nVal, &zWhy);
       if (zVal) cr_percent_encode(pUrl, zVal, nVal);
       iCol += CR_SHAPE_PER_PLACE;
     }
   }
-  pRec->zUrl = sqlite3_str_finish(pUrl);
-  if (zWhy == 0 && pRec->zUrl && strlen(pRec->zUrl) > CR_MAX_URL) {
+  *pzUrl = sqlite3_str_finish(pUrl);
+  if (zWhy == 0 && *pzUrl && strlen(*pzUrl) > CR_MAX_URL) {
     zWhy = sqlite3_mprintf("its URL is %lld bytes, more than the limit of %d",
-                           (sqlite3_int64)strlen(pRec->zUrl), CR_MAX_URL);
+                           (sqlite3_int64)strlen(*pzUrl), CR_MAX_URL);
   }
+  return zWhy;
+}
+
+/* Expands the URL template for the current shaped record. */
+static void cr_url_expand(cr_records *p, cr_record *pRec) {
+  char *zWhy = cr_tmpl_expand(&p->url, p->zApiBase, p->pShape, 0, &pRec->zUrl);
   if (zWhy == 0 && pRec->zBody && strlen(pRec->zBody) > CR_MAX_BODY) {
     zWhy = sqlite3_mprintf("its body is %lld bytes, more than the limit of %d",
                            (sqlite3_int64)strlen(pRec->zBody), CR_MAX_BODY);
@@ -727,6 +892,7 @@ int cr_records_next(cr_records *p, cr_record *pRec, char **pzErr) {
   }
   pRec->iRow = ++p->iRow;
   if (p->pQuery) rc = cr_record_build(p, pRec, pzErr);
+  if (rc == SQLITE_OK && pRec->zError == 0 && p->pJsonProbe) rc = cr_json_attrs_apply(p, pRec);
   if (rc == SQLITE_OK && pRec->zError == 0) rc = cr_record_shape(p, pRec, pzErr);
   return rc == SQLITE_OK ? SQLITE_ROW : rc;
 }
@@ -748,5 +914,71 @@ int cr_query_count(sqlite3 *db, const char *zQuery, sqlite3_int64 *pnRows, char 
   sqlite3_finalize(pCount);
   sqlite3_finalize(pQuery);
   sqlite3_free(zSql);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** The update URL of sync "upsert"
+*/
+
+/* Shapes zRecordJson for the placeholders of t: one row, the same columns
+** as the shaper's from CR_SHAPE_PLACE on. */
+static int cr_update_shape(sqlite3 *db, const cr_dest *pDest, const cr_tmpl *t,
+                           const char *zRecordJson, sqlite3_stmt **ppStmt, char **pzWhy) {
+  sqlite3_str *pSql = sqlite3_str_new(0);
+  char *zSql;
+  int nOut = 1;
+  int rc;
+  sqlite3_str_appendall(pSql, "SELECT NULL");
+  rc = cr_shape_places(pDest, pSql, t, "update.url", &nOut, pzWhy);
+  zSql = sqlite3_str_finish(pSql);
+  if (rc == SQLITE_OK && zSql == 0) rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK) rc = cr_prepare(db, zSql, ppStmt, pzWhy);
+  sqlite3_free(zSql);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(*ppStmt, 1, zRecordJson, -1, SQLITE_STATIC);
+    if (sqlite3_step(*ppStmt) != SQLITE_ROW) {
+      rc = sqlite3_errcode(db) == SQLITE_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+      cr_set_error(pzWhy, "update.url: cannot read the record: %s", sqlite3_errmsg(db));
+    }
+  }
+  return rc;
+}
+
+int cr_record_update_url(sqlite3 *db, const cr_dest *pDest, const char *zApiBase,
+                         const char *zRecordJson, const char *zRemoteId, char **pzUrl,
+                         char **pzWhy) {
+  cr_tmpl t = {pDest->aUpdateUrlPart, pDest->nUpdateUrlPart, 0, 0};
+  sqlite3_stmt *pStmt = 0;
+  char *zWhy = 0;
+  int rc = SQLITE_OK;
+  *pzUrl = 0;
+  *pzWhy = 0;
+  if (pDest->zUpdateUrl == 0) {
+    *pzWhy = sqlite3_mprintf("destination \"%s\" has no update.url", pDest->zName);
+    return *pzWhy ? SQLITE_OK : SQLITE_NOMEM;
+  }
+  if (zRemoteId == 0 || zRemoteId[0] == 0) {
+    /* The response that created it had nothing at id_path. */
+    *pzWhy = sqlite3_mprintf("update.url: no remote id is known for the record (nothing was "
+                             "found at \"%s\" in the response that created it)",
+                             pDest->zIdPath ? pDest->zIdPath : "$.id");
+    return *pzWhy ? SQLITE_OK : SQLITE_NOMEM;
+  }
+  t.isPath = pDest->zUpdateUrl[0] == '/';
+  rc = cr_update_shape(db, pDest, &t, zRecordJson, &pStmt, pzWhy);
+  if (rc == SQLITE_OK) rc = cr_params_load(db, pDest, &t, pzWhy);
+  if (rc == SQLITE_OK) zWhy = cr_tmpl_expand(&t, zApiBase, pStmt, zRemoteId, pzUrl);
+  if (rc == SQLITE_OK && *pzUrl == 0) rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK && zWhy) {
+    *pzWhy = sqlite3_mprintf("update.url: %z", zWhy);
+    sqlite3_free(*pzUrl);
+    *pzUrl = 0;
+    if (*pzWhy == 0) rc = SQLITE_NOMEM;
+  } else {
+    sqlite3_free(zWhy);
+  }
+  sqlite3_finalize(pStmt);
+  cr_tmpl_clear(&t);
   return rc;
 }

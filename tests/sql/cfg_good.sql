@@ -14,9 +14,9 @@ SELECT callrail_destination('full', '{
   "retry": {"max_attempts": 100, "base_delay_ms": 0, "max_delay_ms": 0, "retry_post": true},
   "rate_limit": {"per_hour": 1, "per_day": 100000000, "per_second": 1},
   "on_quota": "stop", "capture_responses": false, "progress": "auto"}');
-SELECT callrail_destination('bytes', '{"credential":"fake","url":"/v3/a.json","batch":{"grouping":"bytes","max_bytes":64,"size":1000}}');
-SELECT callrail_destination('batch_null', '{"credential":"fake","url":"/v3/a.json","batch":null,"progress":false}');
-SELECT callrail_destination('batch_false', '{"credential":"fake","url":"/v3/a.json","batch":false,"progress":true}');
+SELECT callrail_destination('bytes', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","batch":{"grouping":"bytes","max_bytes":64,"size":1000}}');
+SELECT callrail_destination('batch_null', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","batch":null,"progress":false}');
+SELECT callrail_destination('batch_false', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","batch":false,"progress":true}');
 SELECT callrail_destination('d', '{"credential":"fake","url":"/v3/a/ACC0000000000000000000000000000001/companies.json"}');
 SELECT name, active FROM callrail_destinations ORDER BY name;
 -- The config is stored as JSON.

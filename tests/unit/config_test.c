@@ -131,6 +131,21 @@ static void test_defaults(void) {
   CHECK_INT(p->onQuotaStop, 0);
   CHECK_INT(p->captureResponses, 1);
   CHECK_INT(p->progress, -1);
+  CHECK_INT(p->eSync, CR_SYNC_NEW);
+  CHECK_INT(p->eUpdateMethod, CR_METHOD_PUT);
+  CHECK_INT(p->zUpdateUrl == 0, 1);
+  CHECK_INT(p->nUpdateUrlPart, 0);
+  CHECK_STR(p->zIdPath, "$.id");
+  CHECK_INT(p->onBusyError, 0);
+  CHECK_INT(p->leaseMs, 60000);
+  CHECK_INT(p->nJson, 0);
+  cr_dest_free(p);
+  /* sync defaults to "changed" for every method but POST */
+  p = parse_ok(__LINE__, "{" MINIMAL ",\"method\":\"PUT\"}");
+  if (p) CHECK_INT(p->eSync, CR_SYNC_CHANGED);
+  cr_dest_free(p);
+  p = parse_ok(__LINE__, "{" MINIMAL ",\"method\":\"DELETE\",\"key\":\"k\"}");
+  if (p) CHECK_INT(p->eSync, CR_SYNC_CHANGED);
   cr_dest_free(p);
 }
 
@@ -195,6 +210,137 @@ static void test_every_key(void) {
   cr_dest_free(p);
 }
 
+/* The keys of many runs (sync, update, id_path, on_busy, lease_ms) and
+** json, with the fields they set. */
+static void test_sync_keys(void) {
+  cr_dest *p = parse_ok(__LINE__, "{" MINIMAL ",\"key\":\"id\",\"sync\":\"upsert\","
+                                  "\"update\":{\"url\":\"/v3/a/{account_id}/companies/"
+                                  "{remote_id}.json\",\"method\":\"PATCH\"},"
+                                  "\"id_path\":\"$.company.id\",\"on_busy\":\"error\","
+                                  "\"lease_ms\":10000,\"json\":[\"tags\",\"custom\"]}");
+  if (p) {
+    CHECK_INT(p->eSync, CR_SYNC_UPSERT);
+    CHECK_INT(p->eUpdateMethod, CR_METHOD_PATCH);
+    CHECK_STR(p->zUpdateUrl, "/v3/a/{account_id}/companies/{remote_id}.json");
+    CHECK_INT(p->nUpdateUrlPart, 5);
+    if (p->nUpdateUrlPart == 5) {
+      CHECK_STR(p->aUpdateUrlPart[3].zText, "remote_id");
+      CHECK_INT(p->aUpdateUrlPart[3].isPlaceholder && !p->aUpdateUrlPart[3].recordOnly, 1);
+    }
+    CHECK_STR(p->zIdPath, "$.company.id");
+    CHECK_INT(p->onBusyError, 1);
+    CHECK_INT(p->leaseMs, 10000);
+    CHECK_INT(p->nJson, 2);
+    if (p->nJson == 2) CHECK_STR(p->azJson[1], "custom");
+  }
+  cr_dest_free(p);
+  p = parse_ok(__LINE__, "{" MINIMAL ",\"key\":\"id\",\"sync\":\"upsert\","
+                         "\"update\":{\"url\":\"https://x/v3/a/{account_id}/companies/"
+                         "{remote_id}.json\"}}");
+  if (p) CHECK_INT(p->eUpdateMethod, CR_METHOD_PUT);
+  cr_dest_free(p);
+  p = parse_ok(__LINE__, "{" MINIMAL ",\"key\":\"id\",\"sync\":\"changed\"}");
+  if (p) CHECK_INT(p->eSync, CR_SYNC_CHANGED);
+  cr_dest_free(p);
+  p = parse_ok(__LINE__,
+               "{" MINIMAL ",\"method\":\"PUT\",\"key\":\"id\",\"sync\":\"new\","
+               "\"on_busy\":\"wait\",\"lease_ms\":86400000,\"json\":[],\"id_path\":\"$\"}");
+  if (p) {
+    CHECK_INT(p->eSync, CR_SYNC_NEW);
+    CHECK_INT(p->onBusyError, 0);
+    CHECK_INT(p->leaseMs, 86400000);
+    CHECK_STR(p->zIdPath, "$");
+  }
+  cr_dest_free(p);
+  ACCEPT("{" MINIMAL ",\"id_path\":\"$.data[0].id\"}");
+  ACCEPT("{" MINIMAL ",\"key\":\"id\",\"sync\":\"new\",\"batch\":{\"size\":10}}");
+}
+
+#define UPSERT "{" MINIMAL ",\"key\":\"id\",\"sync\":\"upsert\""
+#define UPDATE_URL "\"url\":\"/v3/a/{account_id}/companies/{remote_id}.json\""
+
+/* Bad values and broken rules of the keys of many runs. */
+static void test_sync_rules(void) {
+  REFUSE2("{" MINIMAL ",\"key\":\"id\",\"sync\":\"always\"}", "key \"sync\" must be one of",
+          "\"changed\", \"new\", \"upsert\", got \"always\"");
+  REFUSE2("{" MINIMAL ",\"key\":\"id\",\"sync\":1}", "key \"sync\"", "(integer)");
+  MESSAGE("{" MINIMAL ",\"sync\":\"new\"}",
+          "destination \"leads\": key \"sync\" needs \"key\": without it no record is known to "
+          "have been delivered");
+  REFUSE("{" MINIMAL ",\"sync\":\"upsert\",\"update\":{" UPDATE_URL "}}",
+         "key \"sync\" needs \"key\"");
+  MESSAGE(UPSERT ",\"method\":\"PUT\",\"update\":{" UPDATE_URL "}}",
+          "destination \"leads\": key \"sync\": \"upsert\" creates records with POST, got "
+          "method \"PUT\"");
+  REFUSE(UPSERT "}", "key \"update\" is required when \"sync\" is \"upsert\"");
+  REFUSE(UPSERT ",\"update\":{}}", "key \"update.url\" is required");
+  REFUSE(UPSERT ",\"update\":{\"method\":\"PUT\"}}", "key \"update.url\" is required");
+  MESSAGE(UPSERT ",\"update\":{\"url\":\"/v3/a/{account_id}/companies/{id}.json\"}}",
+          "destination \"leads\": key \"update.url\" must contain {remote_id}, the id CallRail "
+          "returned for the record");
+  REFUSE(UPSERT ",\"update\":{\"url\":\"/v3/a/{account_id}/companies/{record.remote_id}.json\"}}",
+         "key \"update.url\" must contain {remote_id}");
+  REFUSE(UPSERT ",\"update\":{" UPDATE_URL "},\"batch\":{\"size\":2}}",
+         "key \"batch\" is not allowed when \"sync\" is \"upsert\"");
+  REFUSE("{" MINIMAL ",\"update\":{" UPDATE_URL "}}",
+         "key \"update\" is only allowed when \"sync\" is \"upsert\"");
+  REFUSE("{" MINIMAL ",\"key\":\"id\",\"sync\":\"changed\",\"update\":{" UPDATE_URL "}}",
+         "key \"update\" is only allowed when \"sync\" is \"upsert\"");
+  REFUSE2(UPSERT ",\"update\":\"/v3/a/x/{remote_id}\"}", "key \"update\" must be an object",
+          "(text)");
+  REFUSE(UPSERT ",\"update\":{" UPDATE_URL ",\"mehtod\":\"PUT\"}}",
+         "unknown key \"update.mehtod\"");
+  REFUSE2(UPSERT ",\"update\":{" UPDATE_URL ",\"method\":\"POST\"}}",
+          "key \"update.method\" must be one of \"PUT\", \"PATCH\"", "got \"POST\"");
+  REFUSE(UPSERT ",\"update\":{" UPDATE_URL ",\"method\":\"DELETE\"}}", "key \"update.method\"");
+  REFUSE2(UPSERT ",\"update\":{\"url\":5}}", "key \"update.url\" must be a URL", "(integer)");
+  REFUSE(UPSERT ",\"update\":{\"url\":\"/v3/a/{account_id}/companies/{remote_id\"}}",
+         "key \"update.url\": unterminated placeholder starting at position");
+  REFUSE(UPSERT ",\"update\":{\"url\":\"https://{h}/v3/a/x/{remote_id}\"}}",
+         "key \"update.url\": placeholder at position 9 is in the scheme or host");
+  REFUSE(UPSERT ",\"update\":{\"url\":\"companies/{remote_id}\"}}", "key \"update.url\" must be");
+  MESSAGE(UPSERT ",\"update\":{\"url\":\"/v3/a.json?id={remote_id}\"}}",
+          "destination \"leads\": key \"update.url\": every CallRail endpoint a destination "
+          "writes to is under /v3/a/{account_id}/ (e.g. \"/v3/a/{account_id}/companies.json\"), "
+          "and requests are paced per account; \"/v3/a.json?id={remote_id}\" names no account");
+  REFUSE(UPSERT ",\"update\":{\"url\":\"/v3/a/{a\\\\b}/companies/{remote_id}.json\"}}",
+         "key \"update.url\": placeholder {a\\b} may not hold a double quote or a backslash");
+  REFUSE("{" MINIMAL ",\"id_path\":\"id\"}", "key \"id_path\" must be a JSON path starting with");
+  REFUSE("{" MINIMAL ",\"id_path\":\"\"}", "key \"id_path\" must be a JSON path");
+  REFUSE2("{" MINIMAL ",\"id_path\":\"$.[\"}", "key \"id_path\" must be a JSON path",
+          "got \"$.[\"");
+  REFUSE2("{" MINIMAL ",\"id_path\":[\"$.id\"]}", "key \"id_path\"", "(array)");
+  REFUSE2("{" MINIMAL ",\"on_busy\":\"fail\"}", "key \"on_busy\" must be one of",
+          "\"wait\", \"error\"");
+  REFUSE2("{" MINIMAL ",\"on_busy\":true}", "key \"on_busy\"", "(boolean)");
+  REFUSE2("{" MINIMAL ",\"lease_ms\":9999}", "key \"lease_ms\" must be an integer from 10000",
+          "got 9999");
+  REFUSE2("{" MINIMAL ",\"lease_ms\":\"60000\"}", "key \"lease_ms\"", "(text)");
+  REFUSE2("{" MINIMAL ",\"lease_ms\":86400001}", "key \"lease_ms\"", "got 86400001");
+  REFUSE2("{" MINIMAL ",\"json\":\"tags\"}", "key \"json\" must be an array of strings", "(text)");
+  REFUSE2("{" MINIMAL ",\"json\":[\"tags\",1]}", "key \"json[1]\"", "(integer)");
+  REFUSE("{" MINIMAL ",\"json\":[\"\"]}", "key \"json[0]\" must be a non-empty string");
+  REFUSE("{" MINIMAL ",\"json\":[\"a\",\"b\\\"c\"]}",
+         "key \"json[1]\": the name may not hold a double quote");
+}
+
+/* Every CallRail endpoint a destination writes to names an account. */
+static void test_url_account(void) {
+  MESSAGE("{\"credential\":\"c\",\"url\":\"/v3/a.json\"}",
+          "destination \"leads\": key \"url\": every CallRail endpoint a destination writes to "
+          "is under /v3/a/{account_id}/ (e.g. \"/v3/a/{account_id}/companies.json\"), and "
+          "requests are paced per account; \"/v3/a.json\" names no account");
+  REFUSE("{\"credential\":\"c\",\"url\":\"/v3/a/{account_id}.json\"}", "names no account");
+  REFUSE("{\"credential\":\"c\",\"url\":\"/v3/a//companies.json\"}", "names no account");
+  REFUSE("{\"credential\":\"c\",\"url\":\"/v3/companies.json\"}", "names no account");
+  REFUSE("{\"credential\":\"c\",\"url\":\"/v3/x.json?u=/v3/a/1/x\"}", "names no account");
+  REFUSE("{\"credential\":\"c\",\"url\":\"http://127.0.0.1:8080\"}", "names no account");
+  REFUSE("{\"credential\":\"c\",\"url\":\"/v3/{a}{record.b}x{record}\"}", "names no account");
+  ACCEPT("{\"credential\":\"c\",\"url\":\"/v3/a/ACC1/companies.json\"}");
+  ACCEPT("{\"credential\":\"c\",\"url\":\"/v3/a/{record.account}/calls/{id}.json\"}");
+  ACCEPT("{\"credential\":\"c\",\"url\":\"https://proxy.example/callrail/v3/a/{a}/x.json\"}");
+}
+
 /* Values of some keys that are accepted but not tested above. */
 static void test_other_good_values(void) {
   cr_dest *p;
@@ -229,7 +375,7 @@ static void test_other_good_values(void) {
     CHECK_INT(p->nHeader, 0);
     cr_dest_free(p);
   }
-  p = parse_ok(__LINE__, "{\"url\":\"http://127.0.0.1:8080\",\"credential\":\"c\","
+  p = parse_ok(__LINE__, "{\"url\":\"http://127.0.0.1:8080/v3/a/1/x\",\"credential\":\"c\","
                          "\"batch\":false,\"on_quota\":\"wait\",\"capture_responses\":true}");
   if (p) {
     CHECK_INT(p->batchSize, 0);
@@ -243,10 +389,10 @@ static void test_other_good_values(void) {
     CHECK_INT(p->zWrap == 0, 1);
     cr_dest_free(p);
   }
-  p = parse_ok(__LINE__, "{\"credential\":\"c\",\"url\":\"/v3/{a}{record.b}x{record}\"}");
+  p = parse_ok(__LINE__, "{\"credential\":\"c\",\"url\":\"/v3/a/{a}{record.b}x{record}/\"}");
   if (p) {
-    CHECK_INT(p->nUrlPart, 5);
-    if (p->nUrlPart == 5) {
+    CHECK_INT(p->nUrlPart, 6);
+    if (p->nUrlPart == 6) {
       CHECK_INT(p->aUrlPart[1].isPlaceholder && !p->aUrlPart[1].recordOnly, 1);
       CHECK_INT(p->aUrlPart[2].isPlaceholder && p->aUrlPart[2].recordOnly, 1);
       CHECK_STR(p->aUrlPart[4].zText, "record");
@@ -254,7 +400,7 @@ static void test_other_good_values(void) {
     }
     cr_dest_free(p);
   }
-  ACCEPT("  {\n \"credential\" : \"c\" ,\n \"url\" : \"/v3/a.json\" }\n");
+  ACCEPT("  {\n \"credential\" : \"c\" ,\n \"url\" : \"/v3/a/1/x.json\" }\n");
   ACCEPT("{" MINIMAL ",\"retry\":{},\"rate_limit\":{}}");
   ACCEPT("{" MINIMAL ",\"retry\":{\"base_delay_ms\":1000,\"max_delay_ms\":1000}}");
   ACCEPT("{" MINIMAL ",\"headers\":\"Accept:application/vnd.x+json,X-Tab:\\ta\\tb\"}");
@@ -589,12 +735,7 @@ static void install_faulty_malloc(void) {
 
 /* Fails allocation 1, 2, 3, ... of parsing a config using every key until
 ** the parse gets through; each attempt must fail cleanly or succeed. */
-static void test_out_of_memory(void) {
-  const char *zConfig =
-      "{\"credential\":\"c\",\"url\":\"https://x/v3/{a}/{record.b}.json\",\"params\":{\"a\":1},"
-      "\"headers\":\"X-A:1,X-B:2\",\"exclude\":[\"p\",\"q\"],\"key\":\"k\",\"method\":\"PUT\","
-      "\"batch\":{\"grouping\":\"attribute\",\"attributes\":[\"z\"],\"wrap\":\"w\"},"
-      "\"retry\":{\"max_attempts\":2},\"rate_limit\":{\"per_hour\":5},\"progress\":\"auto\"}";
+static void test_out_of_memory_of(int line, const char *zConfig) {
   int i, rc = SQLITE_NOMEM, bad = 0;
   for (i = 0; i < 5000 && rc != SQLITE_OK; i++) {
     cr_dest *p = 0;
@@ -606,7 +747,19 @@ static void test_out_of_memory(void) {
     cr_dest_free(p);
     sqlite3_free(zErr);
   }
-  check(rc == SQLITE_OK && bad == 0, __LINE__, "allocation failures end cleanly", 0);
+  check(rc == SQLITE_OK && bad == 0, line, "allocation failures end cleanly", zConfig);
+}
+
+static void test_out_of_memory(void) {
+  test_out_of_memory_of(
+      __LINE__,
+      "{\"credential\":\"c\",\"url\":\"https://x/v3/a/{a}/{record.b}.json\",\"params\":{\"a\":1},"
+      "\"headers\":\"X-A:1,X-B:2\",\"exclude\":[\"p\",\"q\"],\"key\":\"k\",\"method\":\"PUT\","
+      "\"batch\":{\"grouping\":\"attribute\",\"attributes\":[\"z\"],\"wrap\":\"w\"},"
+      "\"retry\":{\"max_attempts\":2},\"rate_limit\":{\"per_hour\":5},\"progress\":\"auto\","
+      "\"sync\":\"new\",\"id_path\":\"$.x\",\"on_busy\":\"error\",\"lease_ms\":20000,"
+      "\"json\":[\"t\",\"u\"]}");
+  test_out_of_memory_of(__LINE__, UPSERT ",\"update\":{" UPDATE_URL ",\"method\":\"PATCH\"}}");
 }
 
 int main(void) {
@@ -624,6 +777,9 @@ int main(void) {
   test_booleans();
   test_strings();
   test_url();
+  test_url_account();
+  test_sync_keys();
+  test_sync_rules();
   test_headers();
   test_batch();
   test_long_value();
