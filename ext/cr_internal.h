@@ -46,6 +46,10 @@ sqlite3_int64 cr_now_ms(void);
 /* Unix time in milliseconds (wall clock), for audit timestamps. */
 sqlite3_int64 cr_wall_ms(void);
 
+/* Writes wall time wallMs as an ISO 8601 UTC time (to the second) into
+** zBuf of nBuf bytes (at least 21). */
+void cr_format_utc(sqlite3_int64 wallMs, char *zBuf, size_t nBuf);
+
 /* The text of an SQL argument, or NULL with an error naming zWhat when it
 ** is NULL or a BLOB. */
 const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr);
@@ -308,6 +312,8 @@ int cr_batcher_add(cr_batcher *p, cr_record *pRec, cr_request **ppReq, char **pz
 /* At the end of the records: the last pending request, if any. */
 int cr_batcher_flush(cr_batcher *p, cr_request **ppReq, char **pzErr);
 void cr_batcher_free(cr_batcher *p);
+/* The batcher's request identities (NULL without `key`). */
+cr_identity *cr_batcher_identity(cr_batcher *p);
 void cr_request_free(cr_request *p);
 /* Splits a batch request in two halves (for isolating rejected records). */
 int cr_request_split(sqlite3 *db, const cr_dest *pDest, const cr_request *pReq,
@@ -509,8 +515,7 @@ int cr_store_lock(cr_store *p, char **pzErr);
 ** send of zDest is alive (a send only; *pzLive then describes that run and
 ** no run is started), writes the new run's row: *piRun. */
 int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 leaseMs,
-                   sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered,
-                   char **pzErr);
+                   sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered, char **pzErr);
 /* Renews the run's heartbeat; zNote (if not NULL) becomes its error text,
 ** which tells a user outside a terminal what a running run waits for. */
 int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr);

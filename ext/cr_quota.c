@@ -14,7 +14,6 @@ SQLITE_EXTENSION_INIT3
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 /* Length of the text ending with "/v3/a/ACCOUNT" in zUrl, or 0. */
 static size_t cr_account_prefix(const char *zUrl) {
@@ -316,10 +315,8 @@ static const char *const cr_window_names[CR_N_WINDOW] = {"second", "hour", "day"
 /* Says which window holds requests back, and until when, for the run's
 ** error text and progress line. */
 static void cr_pacer_note_wait(cr_pacer *p, const cr_bucket *b, int iWin, sqlite3_int64 tFree) {
-  time_t t = (time_t)(tFree / 1000);
-  struct tm tm;
-  char zWhen[32] = "?";
-  if (gmtime_r(&t, &tm)) strftime(zWhen, sizeof(zWhen), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char zWhen[32];
+  cr_format_utc(tFree, zWhen, sizeof(zWhen));
   snprintf(p->zWait, sizeof(p->zWait),
            "account %s: the %s quota of %lld requests per %s is used up; it frees at %s",
            b->zBucket, b->zClass, b->aWin[iWin].limit, cr_window_names[iWin], zWhen);

@@ -94,6 +94,10 @@ int cr_batcher_new(sqlite3 *db, const cr_dest *pDest, cr_batcher **pp, char **pz
   return SQLITE_OK;
 }
 
+cr_identity *cr_batcher_identity(cr_batcher *p) {
+  return p->pIdent;
+}
+
 void cr_batcher_free(cr_batcher *p) {
   if (p) {
     sqlite3_free(sqlite3_str_finish(p->pBodies));
@@ -315,23 +319,45 @@ int cr_request_split(sqlite3 *db, const cr_dest *pDest, const cr_request *pReq,
 ** The pipeline: query -> records -> requests, the one path that both
 ** callrail_preview and callrail_send take, so a preview shows exactly the
 ** requests a send makes.
+**
+** With `key`, each record is first compared with what was delivered for
+** its key (sync modes, docs/design.md#sync-modes):
+**   - a key whose last POST or PATCH is unresolved (pending or unknown) is
+**     held: it may have arrived, and a second copy could ring a phone twice;
+**   - a key delivered with the same request identity is skipped;
+**   - a key delivered with another identity (the record changed) is sent
+**     again by sync "changed", counted but not sent by "new" (a second POST
+**     would create a second object), and sent to update.url with
+**     {remote_id} by "upsert";
+**   - a key never delivered is sent.
 */
 struct cr_pipeline {
   const cr_dest *pDest;
+  sqlite3 *db;          /* the user's connection (records, JSON functions) */
+  const char *zApiBase; /* resolves path URLs */
   cr_records *pRecords;
   cr_batcher *pBatcher;
   int recordsDone;
   sqlite3_int64 nRecords;   /* records read so far */
   sqlite3_int64 nSkipped;   /* records left out by change detection */
-  sqlite3_stmt *pDelivered; /* hash of a key's last delivery */
+  sqlite3_int64 nChanged;   /* delivered records that changed, not sent (sync "new") */
+  sqlite3_stmt *pDelivered; /* identity and remote id of a key's delivery */
   cr_keyset *pUnresolved;   /* keys whose last request is pending/unknown */
 };
 
+/* What change detection does with a record. */
+#define CR_SEND 0    /* send it to `url` */
+#define CR_SKIP 1    /* leave it out */
+#define CR_CHANGED 2 /* changed since delivered; sync "new" does not send it */
+#define CR_UPDATE 3  /* changed since delivered; send it to `update.url` */
+
 /* The keys whose last request is pending or unknown (and were not
 ** delivered since): a POST or PATCH of them might have arrived, so they
-** are not resent until the user releases them by setting that row's state
-** to 'failed'.  Read once per run (the partial index on unresolved rows
-** keeps it small) into a key set, not once per record. */
+** are not resent until the user resolves that request with
+** callrail_resolve().  Read once per run, after the run has become the
+** destination's one live run, through the partial index on unresolved
+** rows; ids only grow (AUTOINCREMENT), so a later delivery has a larger
+** response id. */
 static const char cr_sql_unresolved[] =
     "SELECT DISTINCT k.value FROM callrail_responses r, json_each(r.record_keys) k"
     " WHERE r.destination=?1 AND r.state IN ('pending','unknown')"
@@ -346,6 +372,8 @@ int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, co
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
   p->pDest = pDest;
+  p->db = db;
+  p->zApiBase = zApiBase;
   if (zJson) {
     rc = cr_records_open_json(db, pDest, zApiBase, zJson, &p->pRecords, pzErr);
   } else {
@@ -377,7 +405,7 @@ int cr_pipeline_detect_changes(cr_pipeline *p, sqlite3 *db, char **pzErr) {
   int rc;
   if (p->pDest->zKey == 0) return SQLITE_OK;
   rc = cr_prepare(db,
-                  "SELECT record_hash FROM callrail_delivered WHERE destination=?1"
+                  "SELECT record_hash, remote_id FROM callrail_delivered WHERE destination=?1"
                   " AND record_key=?2",
                   &p->pDelivered, pzErr);
   if (rc == SQLITE_OK && p->pDest->retryPost == 0 &&
@@ -391,29 +419,103 @@ sqlite3_int64 cr_pipeline_skipped(cr_pipeline *p) {
   return p->nSkipped;
 }
 
-/* True if the key was last delivered by a request with hash zHash. */
-static int cr_delivered_same(sqlite3_stmt *pStmt, const cr_dest *pDest, const cr_record *pRec,
-                             const char *zHash) {
-  int hit = 0;
-  sqlite3_bind_text(pStmt, 1, pDest->zName, -1, SQLITE_STATIC);
-  sqlite3_bind_text(pStmt, 2, pRec->zKey, -1, SQLITE_STATIC);
-  if (sqlite3_step(pStmt) == SQLITE_ROW) {
-    hit = strcmp((const char *)sqlite3_column_text(pStmt, 0), zHash) == 0;
-  }
-  sqlite3_reset(pStmt);
-  return hit;
+sqlite3_int64 cr_pipeline_changed(cr_pipeline *p) {
+  return p->nChanged;
 }
 
-/* True if change detection leaves this record out. */
-static int cr_pipeline_skips(cr_pipeline *p, const cr_record *pRec) {
-  char *zHash;
-  int skip = 0;
-  if (p->pDelivered == 0 || pRec->zError || pRec->zKey == 0) return 0;
-  zHash = cr_record_hash(p->pDest->eMethod, pRec);
-  if (zHash) skip = cr_delivered_same(p->pDelivered, p->pDest, pRec, zHash);
-  if (!skip && p->pUnresolved) skip = cr_keyset_has(p->pUnresolved, pRec->zKey);
-  sqlite3_free(zHash);
-  return skip;
+/* Decides what change detection does with pRec; for CR_UPDATE, *pzRemoteId
+** receives the key's remote id (or NULL if its delivery named none). */
+static int cr_pipeline_classify(cr_pipeline *p, cr_record *pRec, char **pzRemoteId) {
+  const cr_dest *d = p->pDest;
+  int eAction = CR_SEND;
+  const char *zHash;
+  if (p->pDelivered == 0 || pRec->zError || pRec->zKey == 0) return CR_SEND;
+  if (p->pUnresolved && cr_keyset_has(p->pUnresolved, pRec->zKey)) return CR_SKIP;
+  zHash = cr_record_hash(cr_batcher_identity(p->pBatcher), d, pRec);
+  sqlite3_bind_text(p->pDelivered, 1, d->zName, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pDelivered, 2, pRec->zKey, -1, SQLITE_STATIC);
+  if (zHash && sqlite3_step(p->pDelivered) == SQLITE_ROW) {
+    if (strcmp((const char *)sqlite3_column_text(p->pDelivered, 0), zHash) == 0) {
+      eAction = CR_SKIP;
+    } else if (d->eSync == CR_SYNC_NEW) {
+      eAction = CR_CHANGED;
+    } else if (d->eSync == CR_SYNC_UPSERT) {
+      eAction = CR_UPDATE;
+      *pzRemoteId = cr_strdup((const char *)sqlite3_column_text(p->pDelivered, 1));
+    }
+  }
+  sqlite3_reset(p->pDelivered);
+  return eAction;
+}
+
+/* A record that sync "new" leaves alone: a row without a request. */
+static cr_request *cr_pipeline_changed_row(cr_pipeline *p, cr_record *pRec) {
+  cr_request *pReq = cr_request_new(p->pDest);
+  if (pReq) {
+    pReq->nRecords = 1;
+    pReq->isChanged = 1;
+    pReq->iFirstRow = pRec->iRow;
+    pReq->zRecordKey = pRec->zKey;
+    pRec->zKey = 0;
+  }
+  cr_record_clear(pRec);
+  p->nChanged++;
+  return pReq;
+}
+
+/* Points the request of a changed record of sync "upsert" at update.url
+** with update.method; without a remote id, or with a placeholder that has
+** no value, the record is invalid. */
+static int cr_pipeline_to_update(cr_pipeline *p, const char *zRecordJson, const char *zRemoteId,
+                                 cr_request *pReq) {
+  char *zUrl = 0;
+  char *zWhy = 0;
+  int rc = SQLITE_OK;
+  if (zRemoteId == 0) {
+    zWhy = sqlite3_mprintf("key \"%s\" was delivered, but its response had no id at %s, so "
+                           "update.url has no {remote_id}",
+                           pReq->zRecordKey, p->pDest->zIdPath);
+  } else {
+    rc = cr_record_update_url(p->db, p->pDest, p->zApiBase, zRecordJson, zRemoteId, &zUrl, &zWhy);
+  }
+  if (zUrl) {
+    sqlite3_free(pReq->zUrl);
+    pReq->zUrl = zUrl;
+    pReq->eMethod = p->pDest->eUpdateMethod;
+  } else if (rc == SQLITE_OK) {
+    pReq->zError = sqlite3_mprintf("record %lld: %s", pReq->iFirstRow, zWhy ? zWhy : "no URL");
+    pReq->iBatch = 0;
+  }
+  sqlite3_free(zWhy);
+  return rc;
+}
+
+/* Turns one record into its request (or none yet, while a batch fills). */
+static int cr_pipeline_take(cr_pipeline *p, cr_record *pRec, cr_request **ppReq, char **pzErr) {
+  char *zRemoteId = 0;
+  char *zJson = 0;
+  int rc = SQLITE_OK;
+  switch (cr_pipeline_classify(p, pRec, &zRemoteId)) {
+  case CR_SKIP:
+    p->nSkipped++;
+    cr_record_clear(pRec);
+    break;
+  case CR_CHANGED:
+    *ppReq = cr_pipeline_changed_row(p, pRec);
+    if (*ppReq == 0) rc = SQLITE_NOMEM;
+    break;
+  case CR_UPDATE:
+    zJson = pRec->zJson; /* upsert is never batched: the request is this record's */
+    pRec->zJson = 0;
+    rc = cr_batcher_add(p->pBatcher, pRec, ppReq, pzErr);
+    if (rc == SQLITE_OK && *ppReq) rc = cr_pipeline_to_update(p, zJson, zRemoteId, *ppReq);
+    break;
+  default:
+    rc = cr_batcher_add(p->pBatcher, pRec, ppReq, pzErr);
+  }
+  sqlite3_free(zRemoteId);
+  sqlite3_free(zJson);
+  return rc;
 }
 
 void cr_pipeline_close(cr_pipeline *p) {
@@ -438,12 +540,7 @@ int cr_pipeline_next(cr_pipeline *p, cr_request **ppReq, char **pzErr) {
     int step = cr_records_next(p->pRecords, &rec, pzErr);
     if (step == SQLITE_ROW) {
       p->nRecords++;
-      if (cr_pipeline_skips(p, &rec)) {
-        p->nSkipped++;
-        cr_record_clear(&rec);
-        continue;
-      }
-      rc = cr_batcher_add(p->pBatcher, &rec, ppReq, pzErr);
+      rc = cr_pipeline_take(p, &rec, ppReq, pzErr);
     } else if (step == SQLITE_DONE) {
       p->recordsDone = 1;
       rc = cr_batcher_flush(p->pBatcher, ppReq, pzErr);

@@ -80,6 +80,11 @@ struct cr_run {
   sqlite3_int64 tPauseUntil; /* a 429 pauses every request until then */
   sqlite3_int64 tQuotaUntil; /* the pacer holds requests back until then */
   cr_pacer *pPacer;
+  int ledgerSynced;                /* this fill has read the other runs' requests */
+  char *zEndError;                 /* why the run ends error or quota_exhausted */
+  sqlite3_int64 tBeat;             /* when the heartbeat was last renewed */
+  char *zWaitingFor;               /* the live run this one waits for, or NULL */
+  char *zQuotaNote;                /* the quota a Retry-After said is exhausted */
   struct curl_slist *apHeaders[2]; /* header lines, without and with a body */
   int ended;
   int counted;              /* holds one of pConn->nRuns */
@@ -100,6 +105,7 @@ void cr_outcome_free(cr_outcome *p) {
     cr_request_free(p->pReq);
     sqlite3_free(p->zError);
     sqlite3_free(p->zBody);
+    sqlite3_free(p->zRemoteId);
     sqlite3_free(p);
   }
 }
@@ -125,11 +131,10 @@ static void cr_run_count(cr_run *pRun, const char *zState, int nRecords) {
     c->invalid += nRecords;
 }
 
-/* Records that the keyed records of a 2xx request were delivered. */
-static int cr_run_delivered(cr_run *pRun, const cr_request *pReq, sqlite3_int64 iId, char **pzErr) {
-  if (pReq->zRecordKeys == 0) return SQLITE_OK;
-  return cr_store_delivered(pRun->pStore, pRun->pDest->zName, pReq->zRecordKeys,
-                            pReq->zRecordHashes, iId, pzErr);
+/* Sets the text the run's row ends with (status error or
+** quota_exhausted), keeping the first. */
+static void cr_run_why(cr_run *pRun, const char *zWhy) {
+  if (pRun->zEndError == 0 && zWhy) pRun->zEndError = cr_strdup(zWhy);
 }
 
 /* Ends a job: writes its outcome and queues its row; bCount says whether
@@ -149,15 +154,18 @@ static int cr_job_finish(cr_run *pRun, cr_job *pJob, const char *zState, char *z
     pOut->zError = zError;
     pOut->nAttempts = pJob->nAttempts;
     pOut->durationMs = pX->durationMs;
+    if (strcmp(zState, "ok") == 0) {
+      pOut->zRemoteId = cr_store_remote_id(pRun->pStore, pX->zResponse, pRun->pDest->zIdPath);
+    }
     if (pRun->pDest->captureResponses) {
       pOut->zBody = pX->zResponse;
       pX->zResponse = 0;
     }
     pJob->pReq = 0;
-    rc = cr_store_outcome(pRun->pStore, pOut->iResponseId, pOut->status, zState, pOut->zBody,
-                          zError, pOut->nAttempts, pOut->durationMs, pzErr);
-    if (rc == SQLITE_OK && strcmp(zState, "ok") == 0) {
-      rc = cr_run_delivered(pRun, pOut->pReq, pOut->iResponseId, pzErr);
+    rc = cr_store_outcome(pRun->pStore, pOut->iResponseId, pOut, pzErr);
+    if (rc == SQLITE_OK && strcmp(zState, "ok") == 0 && pOut->pReq->zRecordKeys) {
+      rc = cr_store_delivered(pRun->pStore, pRun->pDest->zName, pOut->pReq, pOut->iResponseId,
+                              pOut->zRemoteId, pzErr);
     }
     if (bCount) cr_run_count(pRun, zState, pOut->pReq->nRecords);
     cr_run_push(pRun, pOut);
@@ -269,6 +277,36 @@ static int cr_job_bisect(cr_run *pRun, cr_job *pJob, char *zWhy, char **pzErr) {
   return rc;
 }
 
+/* A 429 whose Retry-After is longer than retry.max_delay_ms is not a
+** moment's throttling but a spent hour or day budget: with on_quota
+** "stop" the run ends quota_exhausted, with "wait" it waits (the retry
+** and the pause take the whole Retry-After); either way the run's row says
+** which account and until when, so a run outside a terminal is not silent. */
+static void cr_run_quota_exhausted(cr_run *pRun, cr_job *pJob, sqlite3_int64 msAfter) {
+  cr_quota_key q;
+  char zWhen[32];
+  char *zWhy;
+  cr_quota_key_of(pJob->pReq->eMethod, pJob->pReq->zUrl, &q);
+  cr_format_utc(cr_wall_ms() + msAfter, zWhen, sizeof(zWhen));
+  zWhy = sqlite3_mprintf("account %s: CallRail answered 429 with Retry-After %lld s (longer "
+                         "than retry.max_delay_ms %d): its %s quota is exhausted and frees at "
+                         "%s",
+                         q.zBucket ? q.zBucket : pJob->pReq->zUrl, msAfter / 1000,
+                         pRun->pDest->maxDelayMs, q.zClass, zWhen);
+  cr_quota_key_clear(&q);
+  if (pRun->pDest->onQuotaStop) {
+    cr_run_why(pRun, zWhy);
+    pRun->stopping = 1;
+    pRun->zStatus = "quota_exhausted";
+  } else {
+    sqlite3_free(pRun->zQuotaNote);
+    pRun->zQuotaNote = zWhy;
+    zWhy = 0;
+    pRun->tBeat = 0; /* say it now */
+  }
+  sqlite3_free(zWhy);
+}
+
 /* Decides what a finished transfer means. */
 static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
   const cr_dest *d = pRun->pDest;
@@ -288,18 +326,23 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
                                       pX->zLocation ? pX->zLocation : "(no Location)"),
                       pzErr);
   }
-  if (st == 429 && d->onQuotaStop) {
-    pRun->stopping = 1;
-    pRun->zStatus = "quota_exhausted";
-    canRetry = 0;
-  }
   if (st == 429) {
     msAfter = cr_retry_after_ms(pX->zRetryAfter);
+    if (msAfter > d->maxDelayMs) {
+      cr_run_quota_exhausted(pRun, pJob, msAfter);
+      canRetry = canRetry && !d->onQuotaStop;
+    } else if (d->onQuotaStop) {
+      cr_run_why(pRun, "CallRail answered 429 (quota exhausted) and on_quota is \"stop\"");
+      pRun->stopping = 1;
+      pRun->zStatus = "quota_exhausted";
+      canRetry = 0;
+    }
     if (msAfter < 0) msAfter = cr_backoff_ms(d, pJob->nAttempts);
     if (canRetry) {
       sqlite3_int64 tUntil = cr_now_ms() + msAfter + 1; /* +1: as in cr_job_retry() */
       if (tUntil > pRun->tPauseUntil) pRun->tPauseUntil = tUntil;
       cr_job_retry(pRun, pJob, msAfter);
+      pJob->tNotBefore = tUntil; /* a Retry-After past max_delay_ms still holds */
       return SQLITE_OK;
     }
     return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse),
@@ -404,6 +447,8 @@ static int cr_run_next_job(cr_run *pRun, cr_job **ppJob, char **pzErr) {
     if (rc != SQLITE_OK) break;
     if (pReq == 0) {
       pRun->pipelineDone = 1;
+    } else if (pReq->isChanged) {
+      cr_request_free(pReq); /* sync "new": counted by the pipeline, not sent */
     } else if (pReq->zError) {
       rc = cr_run_invalid(pRun, pReq, pzErr);
       if (pRun->pHead) break; /* hand the invalid row back first */
@@ -433,15 +478,29 @@ static void cr_queue_push(cr_run *pRun, cr_job *pJob, sqlite3_int64 msWait) {
 ** a second is a spent hour or day budget, not per-second pacing. */
 static int cr_run_admit(cr_run *pRun, cr_job *pJob, int *pOk, char **pzErr) {
   sqlite3_int64 msWait = 0;
-  int rc = cr_pacer_admit(pRun->pPacer, pRun->pStore, pJob->pReq->eMethod, pJob->pReq->zUrl,
-                          &msWait, &pJob->tAdmitted, pzErr);
+  int rc = SQLITE_OK;
+  /* Other runs' requests are counted under the write lock that will also
+  ** cover this fill's pending rows: no two runs admit the same room. */
+  if (!pRun->ledgerSynced) {
+    rc = cr_store_lock(pRun->pStore, pzErr);
+    if (rc == SQLITE_OK) rc = cr_pacer_sync(pRun->pPacer, pRun->pStore, pRun->iRun, pzErr);
+    pRun->ledgerSynced = rc == SQLITE_OK;
+  }
+  if (rc == SQLITE_OK) {
+    rc = cr_pacer_admit(pRun->pPacer, pRun->pStore, pJob->pReq->eMethod, pJob->pReq->zUrl, &msWait,
+                        &pJob->tAdmitted, pzErr);
+  }
   *pOk = rc == SQLITE_OK && msWait == 0;
   if (rc == SQLITE_OK && msWait > 0) {
+    int spent = msWait > 1000; /* an hour or day budget, not per-second pacing */
     cr_queue_push(pRun, pJob, msWait);
     pRun->tQuotaUntil = cr_now_ms() + msWait;
-    if (pRun->pDest->onQuotaStop && msWait > 1000) {
+    if (spent && pRun->pDest->onQuotaStop) {
+      cr_run_why(pRun, cr_pacer_wait_reason(pRun->pPacer));
       pRun->stopping = 1;
       pRun->zStatus = "quota_exhausted";
+    } else if (spent && pRun->tBeat > 0) {
+      pRun->tBeat = 0; /* the heartbeat says what the run waits for now */
     }
   }
   return rc;
@@ -471,6 +530,7 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
   int i, n = 0, ok = 1;
   int rc = SQLITE_OK;
   if (cr_run_refill_wait(pRun, tStart) != 0) return SQLITE_OK;
+  pRun->ledgerSynced = 0;
   /* A slow query must not hold back the requests already read. */
   while (rc == SQLITE_OK && ok && !pRun->stopping && cr_now_ms() - tStart < CR_FILL_MS &&
          pRun->nFlying + n < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
@@ -524,17 +584,18 @@ static cr_job *cr_flying_take(cr_run *pRun, cr_xfer *pX) {
 
 /* What the run is waiting for, if it is. */
 static const char *cr_run_waiting(cr_run *pRun, sqlite3_int64 tNow) {
-  if (tNow < pRun->tPauseUntil) return ", paused after HTTP 429";
-  if (tNow < pRun->tQuotaUntil) return ", waiting for quota";
-  return "";
+  if (tNow < pRun->tPauseUntil)
+    return pRun->zQuotaNote ? pRun->zQuotaNote : "paused after HTTP 429";
+  if (tNow < pRun->tQuotaUntil) return cr_pacer_wait_reason(pRun->pPacer);
+  return 0;
 }
 
 /* One line, rewritten in place: records done/total, states, rate, ETA. */
 static void cr_run_progress(cr_run *pRun, int final) {
   const cr_run_counts *c = &pRun->counts;
   sqlite3_int64 tNow = cr_now_ms();
-  sqlite3_int64 nDone =
-      c->ok + c->failed + c->unknown + c->invalid + cr_pipeline_skipped(pRun->pPipe);
+  sqlite3_int64 nDone = c->ok + c->failed + c->unknown + c->invalid +
+                        cr_pipeline_skipped(pRun->pPipe) + cr_pipeline_changed(pRun->pPipe);
   double secs = (tNow - pRun->tStart) / 1000.0;
   double rate = secs > 0 ? nDone / secs : 0.0;
   char zTotal[32] = "";
@@ -545,12 +606,13 @@ static void cr_run_progress(cr_run *pRun, int final) {
   if (pRun->nTotal > nDone && rate > 0 && !final) {
     snprintf(zEta, sizeof(zEta), ", ETA %.0fs", (pRun->nTotal - nDone) / rate);
   }
+  const char *zWait = final ? 0 : cr_run_waiting(pRun, tNow);
   fprintf(stderr,
           "\rcallrail_send %s: %lld%s records, %lld ok, %lld failed, %lld unknown, %lld invalid,"
-          " %lld skipped, %.0f records/s%s%s%s\033[K",
+          " %lld skipped, %lld changed, %.0f records/s%s%s%s%s\033[K",
           pRun->pDest->zName, nDone, zTotal, c->ok, c->failed, c->unknown, c->invalid,
-          cr_pipeline_skipped(pRun->pPipe), rate, zEta, cr_run_waiting(pRun, tNow),
-          final ? "\n" : "");
+          cr_pipeline_skipped(pRun->pPipe), cr_pipeline_changed(pRun->pPipe), rate, zEta,
+          zWait ? "; waiting: " : "", zWait ? zWait : "", final ? "\n" : "");
   fflush(stderr);
 }
 
@@ -661,6 +723,24 @@ static int cr_run_doze(cr_run *pRun, char **pzErr) {
 
 static int cr_run_end(cr_run *pRun, char **pzErr);
 
+/* Renews the run's heartbeat every CR_HEARTBEAT_MS (other runs judge it
+** dead when it stops); while the run waits for a spent quota, the
+** heartbeat also writes what it waits for into its error column. */
+static int cr_run_beat(cr_run *pRun, char **pzErr) {
+  sqlite3_int64 tNow = cr_now_ms();
+  const char *zNote = 0;
+  char *zText = 0;
+  int rc;
+  if (pRun->tBeat && tNow - pRun->tBeat < CR_HEARTBEAT_MS) return SQLITE_OK;
+  pRun->tBeat = tNow;
+  if (tNow < pRun->tPauseUntil) zNote = pRun->zQuotaNote;
+  if (tNow + 1000 < pRun->tQuotaUntil) zNote = cr_pacer_wait_reason(pRun->pPacer);
+  if (zNote) zText = sqlite3_mprintf("waiting: %s", zNote);
+  rc = cr_store_heartbeat(pRun->pStore, pRun->iRun, zText, pzErr);
+  sqlite3_free(zText);
+  return rc;
+}
+
 int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
   int rc = SQLITE_OK;
   *ppOut = 0;
@@ -669,7 +749,8 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
       rc = cr_run_stop(pRun, "interrupted", pzErr);
       break;
     }
-    if (!pRun->stopping) rc = cr_run_fill(pRun, pzErr);
+    rc = cr_run_beat(pRun, pzErr);
+    if (rc == SQLITE_OK && !pRun->stopping) rc = cr_run_fill(pRun, pzErr);
     if (rc != SQLITE_OK || pRun->pHead) break;
     if (pRun->nFlying > 0) {
       int ms = cr_run_refill_wait(pRun, cr_now_ms());
@@ -683,9 +764,15 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
     rc = cr_run_drop_queue(pRun, pzErr);
     if (rc == SQLITE_OK) rc = cr_run_end(pRun, pzErr);
   }
-  if (rc != SQLITE_OK && !pRun->stopping) {
+  if (rc == SQLITE_INTERRUPT && !pRun->stopping) {
+    /* Interrupted while waiting for another connection's lock: what is in
+    ** flight is cut off, and rows that cannot be written stay pending for
+    ** the next run to recover. */
+    cr_run_stop(pRun, "interrupted", pzErr);
+  } else if (rc != SQLITE_OK && !pRun->stopping) {
     pRun->stopping = 1;
     pRun->zStatus = "error";
+    cr_run_why(pRun, *pzErr);
   }
   if (pRun->pHead) {
     *ppOut = pRun->pHead;
@@ -699,28 +786,63 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
 ** Opening and ending a run
 */
 
-int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char *zQuery,
-                const char *zJson, cr_run **ppRun, char **pzErr) {
-  cr_run *pRun = sqlite3_malloc(sizeof(*pRun));
-  int active = 0;
-  int rc = pRun ? SQLITE_OK : SQLITE_NOMEM;
-  *ppRun = pRun;
-  if (rc != SQLITE_OK) return rc;
-  memset(pRun, 0, sizeof(*pRun));
-  pRun->pConn = pConn;
-  pRun->tStart = cr_now_ms();
-  if (pConn->nRuns > 0) {
-    /* A run inside another's query would wait on the outer run's audit
-    ** transaction: refuse it. */
-    cr_set_error(pzErr, "callrail_send and callrail_test cannot run inside the query of another "
-                        "callrail_send on the same connection");
-    return SQLITE_ERROR;
+/* How often a run waiting for another run of its destination looks again. */
+#define CR_CLAIM_POLL_MS 250
+
+/* Waits for ms, or less when the user interrupts (SQLITE_INTERRUPT, with
+** zWhy in the error). */
+static int cr_run_nap(cr_run *pRun, int ms, const char *zWhy, char **pzErr) {
+  sqlite3_int64 tEnd = cr_now_ms() + ms;
+  while (cr_now_ms() < tEnd) {
+    if (cr_check_interrupt(pRun->pConn->db) == SQLITE_INTERRUPT) {
+      cr_set_error(pzErr, "interrupted while %s", zWhy);
+      return SQLITE_INTERRUPT;
+    }
+    sqlite3_sleep(ms < CR_POLL_MS ? ms : CR_POLL_MS);
   }
-  pConn->nRuns++;
-  pRun->counted = 1;
-  rc = cr_schema_ensure(pConn, pzErr);
+  return SQLITE_OK;
+}
+
+/* Becomes the one live run of the destination (a send; a test always
+** starts): waits while another send of it is alive, or with on_busy
+** "error" fails at once naming that run. */
+static int cr_run_claim(cr_run *pRun, const char *zDest, const char *zKind, char **pzErr) {
+  const cr_dest *d = pRun->pDest;
+  char *zLive = 0;
+  int rc;
+  for (;;) {
+    rc = cr_store_claim(pRun->pStore, zDest, zKind, d->leaseMs, &pRun->iRun, &zLive,
+                        &pRun->nRecovered, pzErr);
+    if (rc != SQLITE_OK || zLive == 0) break;
+    sqlite3_free(pRun->zWaitingFor);
+    pRun->zWaitingFor = zLive;
+    if (d->onBusyError) {
+      cr_set_error(pzErr, "destination \"%s\" is busy: %s is sending to it (on_busy is \"error\")",
+                   zDest, zLive);
+      rc = SQLITE_BUSY;
+      break;
+    }
+    if (pRun->showProgress) {
+      fprintf(stderr, "\rcallrail_send %s: waiting for %s to end\033[K", zDest, zLive);
+      fflush(stderr);
+    }
+    zLive = sqlite3_mprintf("waiting for %s of destination \"%s\" to end", zLive, zDest);
+    rc = zLive ? cr_run_nap(pRun, CR_CLAIM_POLL_MS, zLive, pzErr) : SQLITE_NOMEM;
+    sqlite3_free(zLive);
+    zLive = 0;
+    if (rc != SQLITE_OK) break;
+  }
+  return rc;
+}
+
+/* Loads the destination and its credential, and checks that the run may
+** use them. */
+static int cr_run_load(cr_run *pRun, const char *zDest, int isTest, char **pzErr) {
+  cr_conn *pConn = pRun->pConn;
+  int active = 0;
+  int rc = cr_schema_ensure(pConn, pzErr);
   if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, zDest, &pRun->pDest, &active, pzErr);
-  if (rc == SQLITE_OK && zJson == 0 && !active) {
+  if (rc == SQLITE_OK && !isTest && !active) {
     cr_set_error(pzErr,
                  "destination \"%s\" is not active: check it with callrail_preview and "
                  "callrail_test, then SELECT callrail_activate('%s')",
@@ -730,21 +852,46 @@ int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char
   if (rc == SQLITE_OK) {
     rc = cr_cred_load(pConn->db, pConn, pRun->pDest->zCredential, &pRun->pCred, pzErr);
   }
-  if (rc == SQLITE_OK) {
-    rc = cr_pipeline_open(pConn->db, pRun->pDest, pRun->pCred->zApiBase, zQuery, zJson,
-                          &pRun->pPipe, pzErr);
+  if (rc == SQLITE_OK) rc = cr_dest_check_cred(pRun->pDest, pRun->pCred, pzErr);
+  return rc;
+}
+
+int cr_run_open(cr_conn *pConn, const char *zDest, const char *zKind, const char *zQuery,
+                const char *zJson, cr_run **ppRun, char **pzErr) {
+  cr_run *pRun = sqlite3_malloc(sizeof(*pRun));
+  int rc = pRun ? SQLITE_OK : SQLITE_NOMEM;
+  *ppRun = pRun;
+  if (rc != SQLITE_OK) return rc;
+  memset(pRun, 0, sizeof(*pRun));
+  pRun->pConn = pConn;
+  pRun->tStart = cr_now_ms();
+  pRun->nTotal = -1;
+  if (pConn->nRuns > 0) {
+    /* A run inside another's query would wait on the outer run's audit
+    ** transaction: refuse it. */
+    cr_set_error(pzErr, "callrail_send and callrail_test cannot run inside the query of another "
+                        "callrail_send on the same connection");
+    return SQLITE_ERROR;
   }
-  if (rc == SQLITE_OK && zJson == 0) rc = cr_pipeline_detect_changes(pRun->pPipe, pConn->db, pzErr);
-  if (rc == SQLITE_OK && pConn->pHttp == 0) rc = cr_http_new(&pConn->pHttp, pzErr);
-  if (rc == SQLITE_OK) rc = cr_store_open(pConn->db, &pRun->pStore, pzErr);
-  if (rc == SQLITE_OK) rc = cr_store_recover(pRun->pStore, zDest, &pRun->nRecovered, pzErr);
-  if (rc == SQLITE_OK) rc = cr_pacer_new(pRun->pDest, &pRun->pPacer);
-  if (rc == SQLITE_OK) rc = cr_store_run_begin(pRun->pStore, zDest, zKind, &pRun->iRun, pzErr);
+  pConn->nRuns++;
+  pRun->counted = 1;
+  rc = cr_run_load(pRun, zDest, zJson != 0, pzErr);
   if (rc == SQLITE_OK) {
     int prog = pRun->pDest->progress;
     pRun->showProgress = zJson == 0 && (prog == 1 || (prog == -1 && isatty(2)));
-    pRun->nTotal = -1;
+    rc = cr_pipeline_open(pConn->db, pRun->pDest, pRun->pCred->zApiBase, zQuery, zJson,
+                          &pRun->pPipe, pzErr);
   }
+  if (rc == SQLITE_OK && pConn->pHttp == 0) rc = cr_http_new(&pConn->pHttp, pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_open(pConn->db, &pRun->pStore, pzErr);
+  if (rc == SQLITE_OK) rc = cr_run_claim(pRun, zDest, zKind, pzErr);
+  /* What was delivered is read only now that no other run of the
+  ** destination is alive, and through the audit connection, which sees
+  ** the latest commits (the user's statement reads an older snapshot). */
+  if (rc == SQLITE_OK && zJson == 0) {
+    rc = cr_pipeline_detect_changes(pRun->pPipe, cr_store_db(pRun->pStore), pzErr);
+  }
+  if (rc == SQLITE_OK) rc = cr_pacer_new(pRun->pDest, &pRun->pPacer);
   /* Counting costs a pass over the query: only done for the progress line. */
   if (rc == SQLITE_OK && pRun->showProgress) {
     rc = cr_query_count(pConn->db, zQuery, &pRun->nTotal, pzErr);
@@ -759,8 +906,9 @@ static int cr_run_end(cr_run *pRun, char **pzErr) {
     pRun->ended = 1;
     pRun->counts.records = cr_pipeline_records(pRun->pPipe);
     pRun->counts.skipped = cr_pipeline_skipped(pRun->pPipe);
+    pRun->counts.changed = cr_pipeline_changed(pRun->pPipe);
     rc = cr_store_run_end(pRun->pStore, pRun->iRun, &pRun->counts,
-                          pRun->zStatus ? pRun->zStatus : "done", pzErr);
+                          pRun->zStatus ? pRun->zStatus : "done", pRun->zEndError, pzErr);
     cr_run_progress(pRun, 1);
   }
   return rc;
@@ -800,5 +948,8 @@ void cr_run_close(cr_run *pRun) {
   cr_http_headers_free(pRun->apHeaders[1]);
   cr_cred_free(pRun->pCred);
   cr_dest_free(pRun->pDest);
+  sqlite3_free(pRun->zEndError);
+  sqlite3_free(pRun->zWaitingFor);
+  sqlite3_free(pRun->zQuotaNote);
   sqlite3_free(pRun);
 }

@@ -27,7 +27,8 @@ typedef struct cr_send_cursor {
 
 #define CR_SEND_SCHEMA                                                                             \
   "CREATE TABLE x(response_id, batch, records, method, url, status, state, error,"                 \
-  " response_body, attempts, duration_ms, destination HIDDEN, query HIDDEN)"
+  " response_body, attempts, duration_ms, record_key, remote_id, destination HIDDEN,"              \
+  " query HIDDEN)"
 #define CR_SEND_RESPONSE_ID 0
 #define CR_SEND_BATCH 1
 #define CR_SEND_RECORDS 2
@@ -39,7 +40,9 @@ typedef struct cr_send_cursor {
 #define CR_SEND_RESPONSE_BODY 8
 #define CR_SEND_ATTEMPTS 9
 #define CR_SEND_DURATION_MS 10
-#define CR_SEND_DESTINATION 11
+#define CR_SEND_RECORD_KEY 11
+#define CR_SEND_REMOTE_ID 12
+#define CR_SEND_DESTINATION 13
 
 static void cr_send_reset(cr_send_cursor *pCur) {
   cr_outcome_free(pCur->pOut);
@@ -122,6 +125,12 @@ static int cr_send_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i)
     break;
   case CR_SEND_DURATION_MS:
     if (o->nAttempts > 0) sqlite3_result_int64(ctx, o->durationMs);
+    break;
+  case CR_SEND_RECORD_KEY:
+    sqlite3_result_text(ctx, o->pReq->zRecordKey, -1, SQLITE_TRANSIENT);
+    break;
+  case CR_SEND_REMOTE_ID:
+    sqlite3_result_text(ctx, o->zRemoteId, -1, SQLITE_TRANSIENT);
     break;
   default:
     break; /* hidden columns read back as NULL */

@@ -38,21 +38,21 @@ SQLITE_EXTENSION_INIT3
 #define CR_STORE_CACHE_KIB "256"
 
 struct cr_store {
-  sqlite3 *db;        /* where the rows go */
-  sqlite3 *dbUser;    /* the user's connection (interrupts are seen there) */
-  int ownsDb;         /* db is the store's own connection */
+  sqlite3 *db;         /* where the rows go */
+  sqlite3 *dbUser;     /* the user's connection (interrupts are seen there) */
+  int ownsDb;          /* db is the store's own connection */
   int busyInterrupted; /* a lock wait ended because of an interrupt */
-  int inTxn;          /* a write transaction is open on db */
-  sqlite3_int64 tTxn; /* when it was opened (cr_now_ms) */
+  int inTxn;           /* a write transaction is open on db */
+  sqlite3_int64 tTxn;  /* when it was opened (cr_now_ms) */
   sqlite3_stmt *pRunBegin;
   sqlite3_stmt *pRunEnd;
   sqlite3_stmt *pPending;
   sqlite3_stmt *pOutcome;
   sqlite3_stmt *pInvalid;
   sqlite3_stmt *pDelivered;
-  sqlite3_stmt *pRemoteId;  /* a response's remote id at id_path */
+  sqlite3_stmt *pRemoteId; /* a response's remote id at id_path */
   sqlite3_stmt *pHeartbeat;
-  sqlite3_stmt *pLedger;    /* other runs' requests since a row id */
+  sqlite3_stmt *pLedger; /* other runs' requests since a row id */
   sqlite3_stmt *pBegin;  /* BEGIN IMMEDIATE */
   sqlite3_stmt *pCommit; /* COMMIT */
 };
@@ -69,8 +69,9 @@ static const char cr_sql_run_end[] =
     "UPDATE callrail_runs SET finished_at=" CR_NOW ", records=?2, requests=?3, ok=?4, failed=?5,"
     " unknown=?6, skipped=?7, invalid=?8, status=?9, error=?10, changed=?11 WHERE run_id=?1";
 static const char cr_sql_heartbeat[] =
-    "UPDATE callrail_runs SET heartbeat_ms=?2, heartbeat_at=" CR_ISO(2) ","
-    " error=coalesce(?3, error) WHERE run_id=?1";
+    "UPDATE callrail_runs SET heartbeat_ms=?2, heartbeat_at=" CR_ISO(
+        2) ","
+           " error=coalesce(?3, error) WHERE run_id=?1";
 static const char cr_sql_pending[] =
     "INSERT INTO callrail_responses(run_id, destination, batch, records, record_keys, method, url,"
     " request_body, state, attempts, sent_at, sent_ms, quota_bucket, quota_class, record_key)"
@@ -87,8 +88,8 @@ static const char cr_sql_invalid[] =
 ** names one (an update's answer may not). */
 static const char cr_sql_delivered[] =
     "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
-    " delivered_at, remote_id) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), ?4, "
-    CR_NOW ", ?5 FROM json_each(?2) k WHERE 1"
+    " delivered_at, remote_id) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), "
+    "?4, " CR_NOW ", ?5 FROM json_each(?2) k WHERE 1"
     " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
     " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"
     " remote_id=coalesce(excluded.remote_id, remote_id)";
@@ -98,7 +99,7 @@ static const char cr_sql_delivered[] =
 ** write lock in turn, so a later commit never brings a smaller id). */
 static const char cr_sql_ledger[] =
     "SELECT id, quota_bucket, quota_class, sent_ms FROM callrail_responses"
-    " WHERE id > ?1 AND run_id <> ?2 AND quota_bucket IS NOT NULL";
+    " WHERE id > ?1 AND run_id <> ?2 AND +quota_bucket IS NOT NULL"; /* +: by row id */
 
 /* True if the store may use its own connection to db's file: the file is
 ** in WAL mode (a rollback journal would block the second writer while the
@@ -261,8 +262,10 @@ void cr_store_close(cr_store *p) {
 static int cr_store_failed(cr_store *p, int rc, const char *zWhat, char **pzErr) {
   if (p->busyInterrupted) {
     p->busyInterrupted = 0;
-    cr_set_error(pzErr, "interrupted while waiting for another connection's lock on the database"
-                        " (%s)", zWhat);
+    cr_set_error(pzErr,
+                 "interrupted while waiting for another connection's lock on the database"
+                 " (%s)",
+                 zWhat);
     return SQLITE_INTERRUPT;
   }
   cr_set_error(pzErr, "%s: %s", zWhat, sqlite3_errmsg(p->db));
@@ -441,7 +444,8 @@ static int cr_store_max_id(cr_store *p, sqlite3_int64 *piMax, char **pzErr) {
   if (rc == SQLITE_OK) {
     rc = sqlite3_step(pStmt);
     *piMax = sqlite3_column_int64(pStmt, 0);
-    rc = rc == SQLITE_ROW ? SQLITE_OK : cr_store_failed(p, rc, "cannot read the quota ledger", pzErr);
+    rc = rc == SQLITE_ROW ? SQLITE_OK
+                          : cr_store_failed(p, rc, "cannot read the quota ledger", pzErr);
   }
   sqlite3_finalize(pStmt);
   return rc;
@@ -494,8 +498,8 @@ int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
 /* A dead or ended run's pending rows become unknown: the request may have
 ** arrived.  (?1: the run; ?2: the destination, for the ended-runs sweep.) */
 #define CR_RECOVERED_ERROR                                                                         \
-  "'the run that sent this request ended before its outcome was recorded (its process died, or "  \
-  "it could not write to the database); check CallRail, then record what happened with "         \
+  "'the run that sent this request ended before its outcome was recorded (its process died, or "   \
+  "it could not write to the database); check CallRail, then record what happened with "           \
   "callrail_resolve(id, ''delivered'') or callrail_resolve(id, ''not_delivered'')'"
 static const char cr_sql_recover_rows[] =
     "UPDATE callrail_responses SET state='unknown', error=" CR_RECOVERED_ERROR
@@ -605,8 +609,7 @@ static int cr_store_run_insert(cr_store *p, const char *zDest, const char *zKind
 }
 
 int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 leaseMs,
-                   sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered,
-                   char **pzErr) {
+                   sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered, char **pzErr) {
   int rc = cr_store_lock(p, pzErr);
   *piRun = 0;
   *pzLive = 0;

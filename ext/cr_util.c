@@ -123,3 +123,11 @@ int cr_name_is_plain(const char *z) {
   }
   return 1;
 }
+
+void cr_format_utc(sqlite3_int64 wallMs, char *zBuf, size_t nBuf) {
+  time_t t = (time_t)(wallMs / 1000);
+  struct tm tm;
+  if (nBuf == 0) return;
+  zBuf[0] = 0;
+  if (gmtime_r(&t, &tm)) strftime(zBuf, nBuf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
