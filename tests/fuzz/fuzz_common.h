@@ -398,7 +398,8 @@ static inline void fz_check_dest(sqlite3 *db, const char *zName, const cr_dest *
   if (!fz_json_is(p->zParams, "object")) fz_fail("zParams is not a JSON object: %s", p->zParams);
 
   fz_check_template("url", p->zUrl, p->aUrlPart, p->nUrlPart);
-  if (p->zUpdateUrl) fz_check_template("update.url", p->zUpdateUrl, p->aUpdateUrlPart, p->nUpdateUrlPart);
+  if (p->zUpdateUrl)
+    fz_check_template("update.url", p->zUpdateUrl, p->aUpdateUrlPart, p->nUpdateUrlPart);
   fz_check_sync(p);
 
   fz_check_headers(p);
