@@ -41,8 +41,15 @@
 ** fill.  Cross-key rules (required keys, batch grouping, retry delays) are
 ** checked once the whole object was walked.
 **
-** The URL template is split here, once, into literal runs and placeholders
-** (cr_url_part), so that building a request is a plain loop per record.
+** The URL templates (`url`, and `update.url` of sync "upsert") are split
+** here, once, into literal runs and placeholders (cr_url_part), so that
+** building a request is a plain loop per record.  Each must name an account
+** (/v3/a/{account_id}/...): every CallRail endpoint a destination writes to
+** is under one, and the pacer counts quota per account.
+**
+** Rules that depend on the credential (origins, no batch against CallRail
+** itself) are in cr_dest_check_cred() (callrail.c): a credential can be
+** re-pointed after the destination was saved.
 */
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3

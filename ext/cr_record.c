@@ -10,8 +10,15 @@
 ** INTEGER and REAL become numbers, TEXT strings, NULL null, and a value
 ** carrying SQLite's JSON subtype (from json(), json_object(), ...) nested
 ** JSON.  A query of one column whose value is a JSON object sends that
-** object as the record.  A BLOB or an infinite number makes the record
-** invalid: JSON cannot hold it.
+** object as the record.  A JSONB BLOB (SQLite 3.45 and later) is the JSON it
+** holds; any other BLOB, or an infinite number, makes the record invalid:
+** JSON cannot hold it.  The attributes the destination lists in `json` have
+** their TEXT parsed as JSON, because SQLite loses the subtype in sorters,
+** UNIONs and materialised CTEs.
+**
+** URL templates (`url`, and `update.url` of sync "upsert", whose
+** {remote_id} is the id CallRail returned) are expanded by one piece of
+** code, cr_tmpl_expand().
 **
 ** The JSON is built by SQLite itself: a "builder" statement binds the row's
 ** values into json_object(), and a "shaper" statement takes the record

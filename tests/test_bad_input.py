@@ -106,9 +106,9 @@ def test_nul_in_config_member_names_is_not_silently_cut(ctx):
     # "concurrency\u0000junk" as "concurrency", nor drop what follows the NUL
     # of a header name (CR/LF anywhere in headers is an error, SPEC 4).
     stmts = [
-        r"""SELECT callrail_destination('k_top', '{"credential":"fake","url":"/v3/a.json","concurrency\u0000junk":5}');""",
-        r"""SELECT callrail_destination('k_batch', '{"credential":"fake","url":"/v3/a.json","batch":{"size\u0000x":5}}');""",
-        r"""SELECT callrail_destination('k_hdr', '{"credential":"fake","url":"/v3/a.json","headers":{"X-A\u0000\r\nX-Evil: 1":"1"}}');""",
+        r"""SELECT callrail_destination('k_top', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","concurrency\u0000junk":5}');""",
+        r"""SELECT callrail_destination('k_batch', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","batch":{"size\u0000x":5}}');""",
+        r"""SELECT callrail_destination('k_hdr', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","headers":{"X-A\u0000\r\nX-Evil: 1":"1"}}');""",
     ]
     outs = run_cases(ctx, ctx.setup_credential(), stmts)
     assert_errors(outs, stmts, [['"k_top"', "concurrency"], ['"k_batch"', "size"],
@@ -121,7 +121,7 @@ def test_config_edited_in_the_table_is_checked_again_at_every_use(ctx):
     # tool) is parsed again by preview, test and send: the same errors,
     # naming the destination and key, and nothing is sent.
     ctx.sql(setup(ctx) + "UPDATE callrail_destinations SET config = "
-            + q('{"credential":"fake","url":"/v3/a.json","concurrency":"8"}') + " WHERE name = 'd';\n"
+            + q('{"credential":"fake","url":"/v3/a/{account_id}/companies.json","concurrency":"8"}') + " WHERE name = 'd';\n"
             + "UPDATE callrail_destinations SET config = "
             + q('{"credential":"gone","url":"/v3/a/{x/companies.json"}') + " WHERE name = 'p';\n")
     stmts = [
@@ -291,15 +291,15 @@ def test_one_megabyte_values_do_not_crash(ctx):
         "SELECT state IN ('failed', 'invalid') FROM callrail_send('p', %s);"
         % q("SELECT %s AS id" % (big % (MB, "z"))),
         # 1 MB names, keys, headers, tokens and query text.
-        "SELECT length(callrail_destination(%s, '{\"credential\":\"fake\",\"url\":\"/v3/a.json\"}'));"
+        "SELECT length(callrail_destination(%s, '{\"credential\":\"fake\",\"url\":\"/v3/a/{account_id}/companies.json\"}'));"
         % (big % (MB, "n")),
-        "SELECT callrail_destination('bigkey', json_object('credential', 'fake', 'url', '/v3/a.json', %s, 1));"
+        "SELECT callrail_destination('bigkey', json_object('credential', 'fake', 'url', '/v3/a/{account_id}/companies.json', %s, 1));"
         % (big % (MB, "k")),
-        "SELECT callrail_destination('bighdr', json_object('credential', 'fake', 'url', '/v3/a.json', 'headers', 'X-A:' || %s));"
+        "SELECT callrail_destination('bighdr', json_object('credential', 'fake', 'url', '/v3/a/{account_id}/companies.json', 'headers', 'X-A:' || %s));"
         % (big % (MB, "v")),
         "SELECT length(callrail_credential(%s, 'tok'));" % (big % (MB, "c")),
         "SELECT callrail_credential('bigtok', %s, '{{BASE}}');" % (big % (MB, "t")),
-        "SELECT callrail_destination('bt', '{\"credential\":\"bigtok\",\"url\":\"/v3/a.json\"}');",
+        "SELECT callrail_destination('bt', '{\"credential\":\"bigtok\",\"url\":\"/v3/a/{account_id}/companies.json\"}');",
         "SELECT callrail_test('bt', '{\"name\":\"x\"}');",
         "SELECT count(*) FROM callrail_preview('d', 'SELECT ''x'' AS name' || %s);" % (big % (MB, " ")),
         "SELECT callrail_test(%s, '{}');" % (big % (MB, "u")),

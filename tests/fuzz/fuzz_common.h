@@ -306,54 +306,101 @@ static inline int fz_url_ctl(unsigned char c) {
 }
 
 /* The invariants of a destination that cr_dest_parse() accepted. */
-static inline void fz_check_dest(sqlite3 *db, const char *zName, const cr_dest *p) {
+/* A URL template (url or update.url) as parsed: its parts give back the
+** template, no part holds what the template syntax or a URL cannot, no
+** placeholder sits in the origin, and it names an account:
+** /v3/a/SEGMENT/ (every CallRail endpoint a destination writes to). */
+static inline void fz_check_template(const char *zKey, const char *zTmpl, const cr_url_part *aPart,
+                                     int nPart) {
   sqlite3_str *pUrl;
   char *zUrl;
+  const char *zA;
+  int i;
+  if (strncmp(zTmpl, "/v3/", 4) != 0 && strncmp(zTmpl, "https://", 8) != 0 &&
+      strncmp(zTmpl, "http://", 7) != 0) {
+    fz_fail("%s accepted that is neither absolute nor /v3/: %s", zKey, zTmpl);
+  }
+  if (nPart < 1) fz_fail("%s %s parsed into no parts", zKey, zTmpl);
+  pUrl = sqlite3_str_new(0);
+  for (i = 0; i < nPart; i++) {
+    const cr_url_part *pPart = &aPart[i];
+    const char *z = pPart->zText;
+    if (z == 0 || z[0] == 0) fz_fail("%s part %d is empty (%s)", zKey, i, zTmpl);
+    if (strpbrk(z, "{}")) fz_fail("%s part %d holds a brace: %s", zKey, i, z);
+    for (; *z; z++) {
+      if (fz_url_ctl((unsigned char)*z)) fz_fail("%s part %d has a space/control char", zKey, i);
+    }
+    if (pPart->recordOnly && !pPart->isPlaceholder) fz_fail("literal part %d is recordOnly", i);
+    if (pPart->isPlaceholder) {
+      sqlite3_str_appendf(pUrl, "{%s%s}", pPart->recordOnly ? "record." : "", pPart->zText);
+    } else {
+      if (i > 0 && !aPart[i - 1].isPlaceholder) fz_fail("two literal parts in a row");
+      sqlite3_str_appendall(pUrl, pPart->zText);
+    }
+  }
+  zUrl = sqlite3_str_finish(pUrl);
+  if (zUrl == 0 || strcmp(zUrl, zTmpl) != 0) {
+    fz_fail("%s parts give [%s], the template is [%s]", zKey, zUrl ? zUrl : "(oom)", zTmpl);
+  }
+  sqlite3_free(zUrl);
+  if (zTmpl[0] != '/') {
+    /* No placeholder in scheme://host[:port]. */
+    size_t nScheme = strncmp(zTmpl, "https://", 8) == 0 ? 8 : 7;
+    size_t nOrigin = nScheme + strcspn(zTmpl + nScheme, "/");
+    if (aPart[0].isPlaceholder || strlen(aPart[0].zText) < nOrigin) {
+      fz_fail("placeholder inside the origin of %s", zTmpl);
+    }
+  }
+  zA = strstr(zTmpl, "/v3/a/");
+  if (zA == 0 || zA > zTmpl + strcspn(zTmpl, "?#") || strcspn(zA + 6, "/?#") == 0 ||
+      zA[6 + strcspn(zA + 6, "/?#")] != '/') {
+    fz_fail("%s accepted that names no account (/v3/a/X/): %s", zKey, zTmpl);
+  }
+}
+
+/* The keys of many runs and json: ranges, and the rules between them. */
+static inline void fz_check_sync(const cr_dest *p) {
+  int i, hasRemoteId = 0;
+  if (p->eSync < CR_SYNC_CHANGED || p->eSync > CR_SYNC_UPSERT) fz_fail("eSync %d", p->eSync);
+  if (p->eSync != (p->eMethod == CR_METHOD_POST ? CR_SYNC_NEW : CR_SYNC_CHANGED) && !p->zKey) {
+    fz_fail("sync %d without key", p->eSync);
+  }
+  if ((p->eSync == CR_SYNC_UPSERT) != (p->zUpdateUrl != 0)) fz_fail("update.url without upsert");
+  if (p->eSync == CR_SYNC_UPSERT) {
+    if (p->eMethod != CR_METHOD_POST) fz_fail("upsert with method %d", p->eMethod);
+    if (p->batchSize != 0) fz_fail("upsert with batch");
+    for (i = 0; i < p->nUpdateUrlPart; i++) {
+      const cr_url_part *pPart = &p->aUpdateUrlPart[i];
+      if (pPart->isPlaceholder && !pPart->recordOnly && strcmp(pPart->zText, "remote_id") == 0) {
+        hasRemoteId = 1;
+      }
+    }
+    if (!hasRemoteId) fz_fail("update.url without {remote_id}: %s", p->zUpdateUrl);
+  }
+  if (p->eUpdateMethod != CR_METHOD_PUT && p->eUpdateMethod != CR_METHOD_PATCH) {
+    fz_fail("eUpdateMethod %d", p->eUpdateMethod);
+  }
+  if (p->zIdPath == 0 || p->zIdPath[0] != '$') fz_fail("id_path %s", p->zIdPath);
+  if (p->onBusyError != 0 && p->onBusyError != 1) fz_fail("onBusyError %d", p->onBusyError);
+  if (p->leaseMs < 10000 || p->leaseMs > 86400000) fz_fail("leaseMs %lld", p->leaseMs);
+  for (i = 0; i < p->nJson; i++) {
+    if (p->azJson[i] == 0 || !cr_name_is_plain(p->azJson[i])) fz_fail("json entry %d", i);
+  }
+}
+
+static inline void fz_check_dest(sqlite3 *db, const char *zName, const cr_dest *p) {
   char *zHeaders;
   int i;
   if (p->zName == 0 || strcmp(p->zName, zName) != 0) fz_fail("zName is not \"%s\"", zName);
   if (p->zCredential == 0 || p->zCredential[0] == 0) fz_fail("accepted without a credential");
   if (p->eMethod < 0 || p->eMethod > CR_METHOD_DELETE) fz_fail("eMethod %d", p->eMethod);
   if (p->zUrl == 0) fz_fail("accepted without a url");
-  if (strncmp(p->zUrl, "/v3/", 4) != 0 && strncmp(p->zUrl, "https://", 8) != 0 &&
-      strncmp(p->zUrl, "http://", 7) != 0) {
-    fz_fail("url accepted that is neither absolute nor /v3/: %s", p->zUrl);
-  }
   if (!fz_json_is(p->zParams, "object")) fz_fail("zParams is not a JSON object: %s", p->zParams);
 
-  /* The parts give back the template, and no part holds what the template
-  ** syntax or a URL cannot. */
-  if (p->nUrlPart < 1) fz_fail("url %s parsed into no parts", p->zUrl);
-  pUrl = sqlite3_str_new(0);
-  for (i = 0; i < p->nUrlPart; i++) {
-    const cr_url_part *pPart = &p->aUrlPart[i];
-    const char *z = pPart->zText;
-    if (z == 0 || z[0] == 0) fz_fail("url part %d is empty (url %s)", i, p->zUrl);
-    if (strpbrk(z, "{}")) fz_fail("url part %d holds a brace: %s", i, z);
-    for (; *z; z++) {
-      if (fz_url_ctl((unsigned char)*z)) fz_fail("url part %d has a space/control char", i);
-    }
-    if (pPart->recordOnly && !pPart->isPlaceholder) fz_fail("literal part %d is recordOnly", i);
-    if (pPart->isPlaceholder) {
-      sqlite3_str_appendf(pUrl, "{%s%s}", pPart->recordOnly ? "record." : "", pPart->zText);
-    } else {
-      if (i > 0 && !p->aUrlPart[i - 1].isPlaceholder) fz_fail("two literal parts in a row");
-      sqlite3_str_appendall(pUrl, pPart->zText);
-    }
-  }
-  zUrl = sqlite3_str_finish(pUrl);
-  if (zUrl == 0 || strcmp(zUrl, p->zUrl) != 0) {
-    fz_fail("url parts give [%s], the template is [%s]", zUrl ? zUrl : "(oom)", p->zUrl);
-  }
-  sqlite3_free(zUrl);
-  if (p->zUrl[0] != '/') {
-    /* No placeholder in scheme://host[:port]. */
-    size_t nScheme = strncmp(p->zUrl, "https://", 8) == 0 ? 8 : 7;
-    size_t nOrigin = nScheme + strcspn(p->zUrl + nScheme, "/");
-    if (p->aUrlPart[0].isPlaceholder || strlen(p->aUrlPart[0].zText) < nOrigin) {
-      fz_fail("placeholder inside the origin of %s", p->zUrl);
-    }
-  }
+  fz_check_template("url", p->zUrl, p->aUrlPart, p->nUrlPart);
+  if (p->zUpdateUrl)
+    fz_check_template("update.url", p->zUpdateUrl, p->aUpdateUrlPart, p->nUpdateUrlPart);
+  fz_check_sync(p);
 
   fz_check_headers(p);
   for (i = 0; i < p->nExclude; i++) {

@@ -4,7 +4,7 @@
 ** The input bytes, whatever they are (NUL, CR, LF, invalid UTF-8), become
 ** the JSON string value of "headers" through SQL's json_object():
 **
-**   {"credential":"c","url":"/v3/x","headers": <input as a JSON string>}
+**   {"credential":"c","url":"/v3/a/A/x","headers": <input as a JSON string>}
 **
 ** and the config is parsed.  A small model of SPEC section 4 (below) says
 ** whether the string must be accepted and which headers it gives; the
@@ -83,8 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *aData, size_t nData) {
 
   if (nData > 100000) return 0;
   if (pMake == 0 &&
-      sqlite3_prepare_v2(db, "SELECT json_object('credential','c','url','/v3/x','headers',?1)", -1,
-                         &pMake, 0) != SQLITE_OK) {
+      sqlite3_prepare_v2(db, "SELECT json_object('credential','c','url','/v3/a/A/x','headers',?1)",
+                         -1, &pMake, 0) != SQLITE_OK) {
     fz_fail("prepare: %s", sqlite3_errmsg(db));
   }
   sqlite3_bind_text(pMake, 1, nData ? (const char *)aData : "", (int)nData, SQLITE_STATIC);

@@ -314,6 +314,49 @@ static void init_bases(void) {
   }
 }
 
+/* cr_record_update_url() with the same template as update.url agrees with
+** the record's url: the same URL, or invalid for a placeholder or length
+** reason too; a {remote_id} takes the given remote id, percent-encoded,
+** instead of any attribute; without a remote id it is never a URL. */
+static void check_update_url(sqlite3 *db, const cr_dest *pDest, const char *zBase,
+                             const cr_record *pRec) {
+  static const char zRemote[] = "r/../ ?#x";
+  cr_dest d = *pDest;
+  char *zUrl = 0, *zWhy = 0;
+  int i, rc, hasRemote = 0, urlReason;
+  d.zUpdateUrl = pDest->zUrl;
+  d.aUpdateUrlPart = pDest->aUrlPart;
+  d.nUpdateUrlPart = pDest->nUrlPart;
+  for (i = 0; i < d.nUpdateUrlPart; i++) {
+    const cr_url_part *pPart = &d.aUpdateUrlPart[i];
+    if (pPart->isPlaceholder && !pPart->recordOnly && strcmp(pPart->zText, "remote_id") == 0) {
+      hasRemote = 1;
+    }
+  }
+  rc = cr_record_update_url(db, &d, zBase, pRec->zJson, 0, &zUrl, &zWhy);
+  if (rc != SQLITE_OK || zUrl || zWhy == 0) fz_fail("update URL without a remote id");
+  sqlite3_free(zWhy);
+  zWhy = 0;
+  rc = cr_record_update_url(db, &d, zBase, pRec->zJson, zRemote, &zUrl, &zWhy);
+  if (fz_verbose()) fprintf(stderr, "update url %s\n  why %s\n", zUrl, zWhy ? zWhy : "-");
+  if (rc != SQLITE_OK) fz_fail("cr_record_update_url rc %d: %s", rc, zWhy ? zWhy : "");
+  if ((zUrl == 0) == (zWhy == 0)) fz_fail("update URL: not exactly one of URL and reason");
+  if (zWhy && strncmp(zWhy, "update.url: ", 12) != 0) fz_fail("update URL reason: %s", zWhy);
+  urlReason = pRec->zError &&
+              (strstr(pRec->zError, "URL placeholder") || strstr(pRec->zError, "its URL is"));
+  if (!hasRemote) {
+    if (pRec->zError == 0 && (zUrl == 0 || strcmp(zUrl, pRec->zUrl) != 0)) {
+      fz_fail("update URL %s, record URL %s", zUrl ? zUrl : zWhy, pRec->zUrl);
+    }
+    if (urlReason && zUrl) fz_fail("update URL valid, record URL not: %s", pRec->zError);
+  } else if (zUrl && strstr(zUrl, "r%2F..%2F%20%3F%23x") == 0) {
+    fz_fail("update URL without the encoded remote id: %s", zUrl);
+  }
+  if (zUrl) check_url(db, pDest, zBase, zUrl);
+  sqlite3_free(zUrl);
+  sqlite3_free(zWhy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *aData, size_t nData) {
   static sqlite3_stmt *pMake = 0;
   sqlite3 *db = fz_db();
@@ -396,6 +439,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *aData, size_t nData) {
     if (rec.zKey || rec.zKeyJson || rec.zGroup) fz_fail("key or group without key or batch");
     if (rec.zError == 0) check_url(db, pDest, zBase, rec.zUrl);
     if (rec.zError == 0) check_no_nul(db, pDest, rec.zJson);
+    check_update_url(db, pDest, zBase, &rec);
     if (strchr(rec.zJson, '\\') == 0 && strchr(pDest->zParams, '\\') == 0) {
       /* no JSON escapes: the model knows exactly which records are valid */
       /* A record over the size limits of cr_internal.h is invalid whatever
