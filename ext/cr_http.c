@@ -33,6 +33,7 @@ SQLITE_EXTENSION_INIT3
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -426,6 +427,30 @@ static int cr_xfer_prepare(cr_http *p, cr_xfer *pX, char **pzErr) {
 ** Finishing a transfer
 */
 
+/* The message for an answer whose headers libcurl refused to read, else
+** NULL.  libcurl 7.88 reports a header line longer than
+** CURL_MAX_HTTP_HEADER as CURLE_OUT_OF_MEMORY with no text (its buffer
+** refuses to grow), and headers over its total limit as CURLE_RECV_ERROR
+** "Too large response headers": neither is a lack of memory or a dropped
+** connection, and a user needs to know which limit the server broke. */
+static char *cr_header_overflow(cr_xfer *pX, CURLcode cc, const char *zDetail) {
+  unsigned long nGot = 0, nMax = 0;
+  long status = 0;
+  curl_easy_getinfo(pX->pEasy, CURLINFO_RESPONSE_CODE, &status);
+  if (cc == CURLE_OUT_OF_MEMORY && status > 0 && pX->nResponse == 0) {
+    return sqlite3_mprintf("response header too large: after status %ld, a header line was "
+                           "longer than libcurl's limit of %d bytes; the response was not read",
+                           status, CURL_MAX_HTTP_HEADER);
+  }
+  if (cc == CURLE_RECV_ERROR &&
+      sscanf(zDetail, "Too large response headers: %lu > %lu", &nGot, &nMax) == 2) {
+    return sqlite3_mprintf("response headers too large: %lu bytes, more than libcurl's limit of "
+                           "%lu; the response was not read",
+                           nGot, nMax);
+  }
+  return 0;
+}
+
 /* Explains a libcurl failure by phase, and whether the request may have
 ** reached the server. */
 static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
@@ -435,6 +460,8 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
   /* Never handed to a connection: it cannot have arrived. */
   pX->reachedServer = pX->nPrereq > 0;
   if (pX->zError) return; /* set by a callback, e.g. the body size cap */
+  pX->zError = cr_header_overflow(pX, cc, zDetail);
+  if (pX->zError) return;
   switch (cc) {
   case CURLE_COULDNT_RESOLVE_HOST:
     pX->zError = sqlite3_mprintf("DNS lookup failed: %s", zDetail);
