@@ -26,7 +26,14 @@
 **     For POST and PATCH that may duplicate a phone call, so the
 **     CURLOPT_PREREQFUNCTION callback, which runs once per attempt to send,
 **     aborts the second attempt.  The transfer then reports a dropped
-**     connection and the caller decides (a POST is `unknown`).
+**     connection and the caller decides (a POST is `unknown`) - unless
+**     the server provably never processed it: an HTTP/2 stream above the
+**     last stream id of the server's GOAWAY (a graceful close, e.g. nginx's
+**     keepalive_requests), or one libcurl saw refused (REFUSED_STREAM).
+**     Such an attempt did not arrive (reachedServer 0) and is retried like
+**     a refused connect.  libcurl 7.88 says so only in its verbose text,
+**     which cr_on_debug() reads (see cr_xfer_note()); text it does not
+**     recognise leaves the request `unknown`, the safe side.
 */
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
@@ -44,6 +51,15 @@ typedef struct cr_xfer_list {
   cr_xfer *pHead;
   cr_xfer *pTail;
 } cr_xfer_list;
+
+/* A connection's GOAWAY: the server processes no stream above lastStream.
+** Consulted right after it arrives, when libcurl gives up the streams it
+** refused, so a few slots (oldest overwritten) are enough. */
+typedef struct cr_goaway {
+  long iConn; /* libcurl's connection number, -1: empty */
+  unsigned lastStream;
+} cr_goaway;
+#define CR_GOAWAY_SLOTS (2 * CR_MAX_CONCURRENCY)
 
 /* The worker takes the multi handle over once the caller has been away
 ** this long with transfers in flight. */
@@ -75,6 +91,9 @@ struct cr_http {
   sqlite3_int64 tBusyUntil;  /* monotonic ms that call ends at the latest */
   sqlite3_int64 tCallerLeft; /* monotonic ms the caller last left */
   int stop;                  /* the worker should exit */
+  /* the driver's: the last GOAWAYs received, by libcurl connection number */
+  cr_goaway aGoaway[CR_GOAWAY_SLOTS];
+  int iGoaway; /* the slot the next one takes */
 };
 
 static void cr_list_push(cr_xfer_list *pList, cr_xfer *pX) {
@@ -121,9 +140,12 @@ static void cr_list_remove(cr_xfer_list *pList, cr_xfer *pX) {
 
 int cr_http_new(cr_http **pp, char **pzErr) {
   cr_http *p = sqlite3_malloc(sizeof(*p));
+  int i;
   *pp = p;
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
+  for (i = 0; i < CR_GOAWAY_SLOTS; i++)
+    p->aGoaway[i].iConn = -1;
   if (!sqlite3_threadsafe()) {
     cr_set_error(pzErr, "callrail needs SQLite built thread-safe (its transfers run on a thread)");
     return SQLITE_ERROR;
@@ -338,10 +360,72 @@ static int cr_on_prereq(void *pArg, char *zConnIp, char *zLocalIp, int connPort,
   cr_xfer *pX = (cr_xfer *)pArg;
   (void)zConnIp, (void)zLocalIp, (void)connPort, (void)localPort;
   pX->nPrereq++;
+  pX->iStream = 0; /* a new attempt; cr_xfer_note() learns its stream */
   if (pX->nPrereq > 1 && (pX->eMethod == CR_METHOD_POST || pX->eMethod == CR_METHOD_PATCH)) {
     return CURL_PREREQFUNC_ABORT;
   }
   return CURL_PREREQFUNC_OK;
+}
+
+/* ------------------------------------------------------------------------
+** Refused HTTP/2 streams, from libcurl's verbose text (its 7.88 wording)
+*/
+
+static void cr_goaway_note(cr_http *p, long iConn, unsigned lastStream) {
+  p->aGoaway[p->iGoaway].iConn = iConn;
+  p->aGoaway[p->iGoaway].lastStream = lastStream;
+  p->iGoaway = (p->iGoaway + 1) % CR_GOAWAY_SLOTS;
+}
+
+/* Marks pX refused if its attempt's stream is above the last stream that
+** a GOAWAY on its connection kept. */
+static void cr_goaway_check(cr_xfer *pX) {
+  int i;
+  for (i = 0; i < CR_GOAWAY_SLOTS && pX->iConn >= 0 && pX->iStream > 0; i++) {
+    const cr_goaway *g = &pX->pHttp->aGoaway[i];
+    if (g->iConn == pX->iConn && pX->iStream > g->lastStream) {
+      pX->refused = CR_REFUSED_GOAWAY;
+      pX->iLastKept = g->lastStream;
+    }
+  }
+}
+
+/* Follows one line of libcurl's text about transfer pX: the connection
+** and stream of each attempt, GOAWAYs, and the moment libcurl gives the
+** attempt up to re-send it ("Connection died" after a refused stream too). */
+static void cr_xfer_note(cr_xfer *pX, const char *zLine) {
+  const char *z = strrchr(zLine, '#');
+  long iConn;
+  unsigned u;
+  int iErr;
+  if (sscanf(zLine, "Re-using existing connection #%ld", &iConn) == 1) {
+    pX->iConn = iConn;
+  } else if (strncmp(zLine, "Connected to ", 13) == 0 && z && z > zLine && z[-1] == '(' &&
+             sscanf(z, "#%ld)", &iConn) == 1) {
+    pX->iConn = iConn;
+  } else if (sscanf(zLine, "Using Stream ID: %u", &u) == 1) {
+    pX->iStream = u;
+  } else if ((z = strstr(zLine, "GOAWAY, error=")) != 0 &&
+             sscanf(z, "GOAWAY, error=%d, last_stream=%u", &iErr, &u) == 2 && pX->iConn >= 0) {
+    cr_goaway_note(pX->pHttp, pX->iConn, u);
+  } else if (strncmp(zLine, "REFUSED_STREAM, retrying", 24) == 0) {
+    pX->refused = CR_REFUSED_STREAM;
+  } else if (strncmp(zLine, "Connection died, retrying", 25) == 0) {
+    cr_goaway_check(pX);
+  }
+}
+
+/* Only CURLINFO_TEXT is read: the header and data lines carry the key. */
+static int cr_on_debug(CURL *pEasy, curl_infotype eType, char *zData, size_t n, void *pArg) {
+  char aLine[128];
+  (void)pEasy;
+  if (eType == CURLINFO_TEXT) {
+    if (n >= sizeof(aLine)) n = sizeof(aLine) - 1;
+    memcpy(aLine, zData, n);
+    aLine[n] = 0;
+    cr_xfer_note((cr_xfer *)pArg, aLine);
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -391,6 +475,9 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_PREREQFUNCTION, cr_on_prereq, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_PREREQDATA, pX, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_DEBUGFUNCTION, cr_on_debug, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_DEBUGDATA, pX, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_VERBOSE, 1L, pzErr); /* to cr_on_debug(), not stderr */
   /* The credential's ca_file, else the curl tool's CURL_CA_BUNDLE (which
   ** libcurl itself ignores), else the system's certificates. */
   if (pX->pCred->zCaFile) {
@@ -407,6 +494,10 @@ static int cr_xfer_prepare(cr_http *p, cr_xfer *pX, char **pzErr) {
   int rc = cr_origin_check(pX->pCred->zApiBase, pX->zUrl, pzErr);
   pX->status = 0;
   pX->nPrereq = 0;
+  pX->pHttp = p;
+  pX->iConn = -1;
+  pX->iStream = 0;
+  pX->refused = 0;
   pX->zErrBuf[0] = 0;
   if (pX->maxResponse <= 0) pX->maxResponse = CR_DEFAULT_MAX_RESPONSE;
   if (rc == SQLITE_OK) {
@@ -482,6 +573,17 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
                      : sqlite3_mprintf("connect timed out after %lld ms", pX->durationMs);
     break;
   case CURLE_ABORTED_BY_CALLBACK:
+    if (pX->refused) {
+      pX->reachedServer = 0;
+      pX->zError = pX->refused == CR_REFUSED_GOAWAY
+                       ? sqlite3_mprintf("HTTP/2 stream refused: the server closed the "
+                                         "connection (GOAWAY) after stream %u, before "
+                                         "processing this request; it did not arrive",
+                                         pX->iLastKept)
+                       : sqlite3_mprintf("HTTP/2 stream refused by the server "
+                                         "(REFUSED_STREAM); the request did not arrive");
+      break;
+    }
     pX->zError = sqlite3_mprintf("connection dropped before any response; libcurl's automatic "
                                  "re-send was stopped (the request may have arrived)");
     break;

@@ -322,7 +322,15 @@ typedef struct cr_xfer {
   char zErrBuf[CURL_ERROR_SIZE];
   int nPrereq;
   sqlite3_int64 tStart;
+  cr_http *pHttp;     /* the transport running it */
+  long iConn;         /* libcurl's number of the attempt's connection, -1 */
+  unsigned iStream;   /* the attempt's HTTP/2 stream, 0 if none */
+  unsigned iLastKept; /* refused: the last stream the server kept */
+  int refused;        /* the server provably did not process the attempt */
 } cr_xfer;
+
+#define CR_REFUSED_STREAM 1 /* libcurl saw the stream refused (REFUSED_STREAM) */
+#define CR_REFUSED_GOAWAY 2 /* above the last stream of the server's GOAWAY */
 
 #define CR_XFER_RUNNING 1 /* in libcurl */
 #define CR_XFER_DONE 2    /* finished, back or on its way to the caller */
