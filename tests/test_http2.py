@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 
-from helpers import q
+from helpers import free_port, q, self_signed_cert
 
 N = 2000
 
@@ -58,24 +58,13 @@ def nginx_binary():
     return path
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start_nginx(ctx):
     """Starts nginx in its own directory; returns (process, base URL, dir)."""
     d = os.path.join(ctx.dir, "nginx")
     os.makedirs(os.path.join(d, "tmp"))
     os.chmod(ctx.dir, 0o755)  # nginx's worker runs as nobody when we are root
     os.chmod(d, 0o755)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", os.path.join(d, "key.pem"), "-out", os.path.join(d, "cert.pem")],
-                   check=True, capture_output=True)
+    self_signed_cert(d)
     port = free_port()
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(CONF.format(dir=d, port=port))
