@@ -392,7 +392,9 @@ static void cr_goaway_check(cr_xfer *pX) {
 
 /* Follows one line of libcurl's text about transfer pX: the connection
 ** and stream of each attempt, GOAWAYs, and the moment libcurl gives the
-** attempt up to re-send it ("Connection died" after a refused stream too). */
+** attempt up to re-send it ("Connection died" after a refused stream too).
+** A GOAWAY is reported on a transfer of its connection; one that has not
+** named its connection yet (iConn -1) may be checking another: ignored. */
 static void cr_xfer_note(cr_xfer *pX, const char *zLine) {
   const char *z = strrchr(zLine, '#');
   long iConn;
@@ -412,6 +414,10 @@ static void cr_xfer_note(cr_xfer *pX, const char *zLine) {
     pX->refused = CR_REFUSED_STREAM;
   } else if (strncmp(zLine, "Connection died, retrying", 25) == 0) {
     cr_goaway_check(pX);
+    /* Until the next attempt names its connection, a GOAWAY reported on
+    ** pX comes from libcurl checking some idle connection's liveness with
+    ** it: pX's number would be the wrong one. */
+    pX->iConn = -1;
   }
 }
 
