@@ -398,7 +398,12 @@ def send_script(dest, n, memory_from=None):
     s = []
     if memory_from:
         s.append(".restore %s" % memory_from)
-    s += [".load %s" % EXT.with_suffix(""), ".timer on",
+    s += [".load %s" % EXT.with_suffix(""),
+          # A key goes only to an api_base registered on this connection:
+          # the template's credentials are ours, so confirm them all.
+          ".output /dev/null",
+          "SELECT callrail_credential(name, source, api_base) FROM callrail_credentials;",
+          ".output stdout", ".timer on",
           # Aggregated as the rows stream by: a GROUP BY would add its sorter's
           # memory (about 1.3 MiB at 300,000 rows) to the extension's.
           "SELECT 'ok', sum(state = 'ok'), 'other', sum(state <> 'ok') FROM callrail_send('%s',"

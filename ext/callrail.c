@@ -47,7 +47,7 @@ void cr_conn_unref(void *pArg) {
   cr_conn *p = (cr_conn *)pArg;
   if (p == 0) return;
   if (--p->nRef > 0) return;
-  cr_memtoken_free_all(p);
+  cr_cred_forget_all(p);
   cr_http_free(p->pHttp);
   sqlite3_free(p);
 }
@@ -84,8 +84,8 @@ static void cr_version_func(sqlite3_context *ctx, int argc, sqlite3_value **argv
 /* ------------------------------------------------------------------------
 ** callrail_credential(name, token_or_source [, api_base [, ca_file]])
 */
-static int cr_credential_source(cr_conn *pConn, const char *zName, const char *zArg,
-                                const char **pzSource, char **pzErr) {
+static int cr_credential_source(const char *zName, const char *zArg, const char **pzSource,
+                                char **pzErr) {
   if (strncmp(zArg, "env:", 4) == 0 || strncmp(zArg, "file:", 5) == 0) {
     if (zArg[strncmp(zArg, "env:", 4) == 0 ? 4 : 5] == 0) {
       cr_set_error(pzErr, "credential \"%s\": \"%s\" names no variable or file", zName, zArg);
@@ -96,7 +96,7 @@ static int cr_credential_source(cr_conn *pConn, const char *zName, const char *z
   }
   if (cr_token_check(zName, zArg, pzErr) != SQLITE_OK) return SQLITE_ERROR;
   *pzSource = "memory";
-  return cr_memtoken_set(pConn, zName, zArg) ? SQLITE_OK : SQLITE_NOMEM;
+  return SQLITE_OK;
 }
 
 static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -126,7 +126,7 @@ static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **a
   }
   if (rc == SQLITE_OK) rc = cr_api_base_normalize(zName, zApi, &zBase, &zErr);
   if (rc == SQLITE_OK) rc = cr_schema_ensure(pConn, &zErr);
-  if (rc == SQLITE_OK) rc = cr_credential_source(pConn, zName, zArg, &zSource, &zErr);
+  if (rc == SQLITE_OK) rc = cr_credential_source(zName, zArg, &zSource, &zErr);
   if (rc == SQLITE_OK) {
     rc = cr_prepare(pConn->db,
                     "INSERT INTO callrail_credentials(name, source, api_base, ca_file)"
@@ -143,6 +143,12 @@ static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **a
     rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     if (rc != SQLITE_OK)
       cr_set_error(&zErr, "cannot save credential: %s", sqlite3_errmsg(pConn->db));
+  }
+  /* What the user names here, in their own process, is what this
+  ** connection may send the key to (cr_cred_load). */
+  if (rc == SQLITE_OK) {
+    rc = cr_cred_register(pConn, zName, zSource, zBase, zCaFile,
+                          strcmp(zSource, "memory") == 0 ? zArg : 0);
   }
   sqlite3_finalize(pStmt);
   sqlite3_free(zBase);

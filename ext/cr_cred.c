@@ -3,12 +3,17 @@
 **
 ** callrail_credentials stores only a reference to a key ('env:VAR',
 ** 'file:PATH') or the word 'memory'; a key given inline lives in this
-** connection's memory (cr_memtoken) and is wiped when the connection
+** connection's memory (cr_credreg) and is wiped when the connection
 ** closes.  So no table, file, WAL or journal ever holds a key.
 **
 ** The key is sent only to its credential's api_base origin.  api_base must
 ** be https, except a loopback address for tests; cr_origin_check() compares
 ** scheme, host and port of every URL with it before a request is made.
+**
+** And a database file must not choose that origin: its rows may have been
+** written by someone else.  cr_cred_load(), the one place a key is
+** resolved, resolves it only for a row this connection registered as it
+** is, or for CallRail's own api_base (cr_cred_trusted()).
 */
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
@@ -26,10 +31,16 @@ SQLITE_EXTENSION_INIT3
 /* Keys longer than this are not CallRail keys (they are 32 hex digits). */
 #define CR_MAX_TOKEN 4096
 
-struct cr_memtoken {
+/* A credential registered by callrail_credential() on this connection:
+** what the user named in their own process.  Only such a registration (or
+** CallRail's own api_base) lets a key leave; see cr_cred_trusted(). */
+struct cr_credreg {
   char *zName;
-  char *zToken;
-  cr_memtoken *pNext;
+  char *zSource;  /* 'env:VAR', 'file:PATH' or 'memory' */
+  char *zApiBase; /* normalised */
+  char *zCaFile;  /* or NULL */
+  char *zToken;   /* the key of a 'memory' credential, else NULL */
+  cr_credreg *pNext;
 };
 
 /* Overwrites a secret before its memory is freed. */
@@ -42,37 +53,54 @@ static void cr_wipe_free(char *z) {
   }
 }
 
-int cr_memtoken_set(cr_conn *pConn, const char *zName, const char *zToken) {
-  cr_memtoken *p;
-  for (p = pConn->pTokens; p && strcmp(p->zName, zName) != 0; p = p->pNext) {
+static void cr_credreg_clear(cr_credreg *p) {
+  sqlite3_free(p->zSource);
+  sqlite3_free(p->zApiBase);
+  sqlite3_free(p->zCaFile);
+  cr_wipe_free(p->zToken);
+  p->zSource = p->zApiBase = p->zCaFile = p->zToken = 0;
+}
+
+static cr_credreg *cr_credreg_find(cr_conn *pConn, const char *zName) {
+  cr_credreg *p;
+  for (p = pConn->pCreds; p && strcmp(p->zName, zName) != 0; p = p->pNext) {
   }
+  return p;
+}
+
+int cr_cred_register(cr_conn *pConn, const char *zName, const char *zSource, const char *zApiBase,
+                     const char *zCaFile, const char *zToken) {
+  cr_credreg *p = cr_credreg_find(pConn, zName);
   if (p == 0) {
     p = sqlite3_malloc(sizeof(*p));
-    if (p == 0) return 0;
+    if (p == 0) return SQLITE_NOMEM;
+    memset(p, 0, sizeof(*p));
     p->zName = cr_strdup(zName);
-    p->zToken = 0;
-    p->pNext = pConn->pTokens;
-    pConn->pTokens = p;
+    if (p->zName == 0) {
+      sqlite3_free(p);
+      return SQLITE_NOMEM;
+    }
+    p->pNext = pConn->pCreds;
+    pConn->pCreds = p;
   }
-  cr_wipe_free(p->zToken);
+  cr_credreg_clear(p);
+  p->zSource = cr_strdup(zSource);
+  p->zApiBase = cr_strdup(zApiBase);
+  p->zCaFile = cr_strdup(zCaFile);
   p->zToken = cr_strdup(zToken);
-  return p->zName != 0 && p->zToken != 0;
-}
-
-const char *cr_memtoken_get(cr_conn *pConn, const char *zName) {
-  cr_memtoken *p;
-  for (p = pConn->pTokens; p; p = p->pNext) {
-    if (strcmp(p->zName, zName) == 0) return p->zToken;
+  if (p->zSource && p->zApiBase && (p->zCaFile || !zCaFile) && (p->zToken || !zToken)) {
+    return SQLITE_OK;
   }
-  return 0;
+  cr_credreg_clear(p); /* half a registration must not match any row */
+  return SQLITE_NOMEM;
 }
 
-void cr_memtoken_free_all(cr_conn *pConn) {
-  while (pConn->pTokens) {
-    cr_memtoken *p = pConn->pTokens;
-    pConn->pTokens = p->pNext;
+void cr_cred_forget_all(cr_conn *pConn) {
+  while (pConn->pCreds) {
+    cr_credreg *p = pConn->pCreds;
+    pConn->pCreds = p->pNext;
+    cr_credreg_clear(p);
     sqlite3_free(p->zName);
-    cr_wipe_free(p->zToken);
     sqlite3_free(p);
   }
 }
@@ -249,12 +277,10 @@ static int cr_token_from_file(const char *zCred, const char *zPath, char **pzTok
   return SQLITE_OK;
 }
 
-static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSource, char **pzToken,
-                            char **pzErr) {
-  if (zSource == 0) {
-    cr_set_error(pzErr, "credential \"%s\" has no source", zCred);
-    return SQLITE_ERROR;
-  }
+/* The key of a credential whose use cr_cred_trusted() allowed; pReg is
+** its registration on this connection, if any. */
+static int cr_token_resolve(const cr_credreg *pReg, const char *zCred, const char *zSource,
+                            char **pzToken, char **pzErr) {
   if (strncmp(zSource, "env:", 4) == 0) {
     const char *zVal = getenv(zSource + 4);
     if (zVal == 0 || zVal[0] == 0) {
@@ -268,15 +294,13 @@ static int cr_token_resolve(cr_conn *pConn, const char *zCred, const char *zSour
   if (strncmp(zSource, "file:", 5) == 0) {
     return cr_token_from_file(zCred, zSource + 5, pzToken, pzErr);
   }
-  if (cr_memtoken_get(pConn, zCred) == 0) {
-    cr_set_error(pzErr,
-                 "credential \"%s\" keeps its key in the memory of the connection that "
-                 "registered it; call callrail_credential('%s', ...) on this connection",
-                 zCred, zCred);
+  if (strcmp(zSource, "memory") != 0 || pReg == 0 || pReg->zToken == 0) {
+    cr_set_error(pzErr, "credential \"%s\" has an unknown source \"%s\"", zCred, zSource);
     return SQLITE_ERROR;
   }
-  *pzToken = cr_strdup(cr_memtoken_get(pConn, zCred));
-  return SQLITE_OK;
+  /* cr_cred_trusted() let a 'memory' row through only as registered. */
+  *pzToken = cr_strdup(pReg->zToken);
+  return *pzToken ? SQLITE_OK : SQLITE_NOMEM;
 }
 
 /* A key with a quote, CR or LF could forge headers: refuse it, unshown. */
@@ -336,11 +360,90 @@ int cr_cred_load_public(sqlite3 *db, const char *zName, cr_cred **ppCred, char *
   return cr_cred_row(db, zName, ppCred, 0, pzErr);
 }
 
+/* True if a's and b's text is the same (both may be NULL). */
+static int cr_same_text(const char *a, const char *b) {
+  return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* True if the row (pCred, zSource) is exactly what this connection
+** registered under its name. */
+static int cr_cred_matches(const cr_credreg *pReg, const cr_cred *pCred, const char *zSource) {
+  return pReg && pReg->zSource && strcmp(pReg->zSource, zSource) == 0 &&
+         strcmp(pReg->zApiBase, pCred->zApiBase) == 0 &&
+         cr_same_text(pReg->zCaFile, pCred->zCaFile);
+}
+
+/* True if the row sends its key to CallRail itself, verified with the
+** system's certificates. */
+static int cr_cred_is_callrail(const cr_cred *pCred) {
+  char *zCallRail = 0;
+  char *zIgnored = 0;
+  int res = 0;
+  if (pCred->zCaFile == 0 &&
+      cr_api_base_normalize("", CR_DEFAULT_API_BASE, &zCallRail, &zIgnored) == SQLITE_OK) {
+    res = strcasecmp(zCallRail, pCred->zApiBase) == 0;
+  }
+  sqlite3_free(zCallRail);
+  sqlite3_free(zIgnored);
+  return res;
+}
+
+/* The call that registers the row as it is (a 'memory' key must be typed
+** again). */
+static char *cr_confirm_call(const cr_cred *p, const char *zSource) {
+  const char *zArg = strcmp(zSource, "memory") == 0 ? "<key>" : zSource;
+  if (p->zCaFile) {
+    return sqlite3_mprintf("SELECT callrail_credential('%q', '%q', '%q', '%q');", p->zName, zArg,
+                           p->zApiBase, p->zCaFile);
+  }
+  return sqlite3_mprintf("SELECT callrail_credential('%q', '%q', '%q');", p->zName, zArg,
+                         p->zApiBase);
+}
+
+/* The rule that keeps a database file from choosing where a key goes.  A
+** row of callrail_credentials may come with a file written by someone else,
+** or be changed by a trigger or another process; its source can name any
+** variable or file of the user.  So a key is resolved only when the row is
+** exactly what callrail_credential() registered on this connection (source,
+** api_base and ca_file), or when it goes to CallRail's own api_base with
+** no ca_file; a 'memory' key only in the first case (it was typed for its
+** registration's api_base).  Otherwise nothing is resolved or sent. */
+static int cr_cred_trusted(const cr_credreg *pReg, const cr_cred *pCred, const char *zSource,
+                           char **pzErr) {
+  if (cr_cred_matches(pReg, pCred, zSource)) return SQLITE_OK;
+  if (strcmp(zSource, "memory") != 0 && cr_cred_is_callrail(pCred)) return SQLITE_OK;
+  if (strcmp(zSource, "memory") == 0 && pReg == 0) {
+    cr_set_error(pzErr,
+                 "credential \"%s\" keeps its key in the memory of the connection that "
+                 "registered it; call callrail_credential('%s', ...) on this connection "
+                 "(nothing was sent)",
+                 pCred->zName, pCred->zName);
+  } else {
+    char *zConfirm = cr_confirm_call(pCred, zSource);
+    cr_set_error(pzErr,
+                 "credential \"%s\" (key from %s) would send its key to api_base %s%s%s, "
+                 "which was not registered on this connection: the database may come from "
+                 "someone else, or its row was changed since.  Nothing was sent.  If that "
+                 "server is yours, confirm it on this connection: %s",
+                 pCred->zName, zSource, pCred->zApiBase, pCred->zCaFile ? " with ca_file " : "",
+                 pCred->zCaFile ? pCred->zCaFile : "",
+                 zConfirm ? zConfirm : "callrail_credential()");
+    sqlite3_free(zConfirm);
+  }
+  return SQLITE_ERROR;
+}
+
 int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCred, char **pzErr) {
   char *zSource = 0;
   cr_cred *pCred = 0;
+  const cr_credreg *pReg = zName ? cr_credreg_find(pConn, zName) : 0;
   int rc = cr_cred_row(db, zName, &pCred, &zSource, pzErr);
-  if (rc == SQLITE_OK) rc = cr_token_resolve(pConn, zName, zSource, &pCred->zToken, pzErr);
+  if (rc == SQLITE_OK && zSource == 0) {
+    cr_set_error(pzErr, "credential \"%s\" has no source", zName);
+    rc = SQLITE_ERROR;
+  }
+  if (rc == SQLITE_OK) rc = cr_cred_trusted(pReg, pCred, zSource, pzErr);
+  if (rc == SQLITE_OK) rc = cr_token_resolve(pReg, zName, zSource, &pCred->zToken, pzErr);
   if (rc == SQLITE_OK) rc = cr_token_check(zName, pCred->zToken, pzErr);
   sqlite3_free(zSource);
   if (rc != SQLITE_OK) {

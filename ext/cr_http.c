@@ -26,13 +26,21 @@
 **     For POST and PATCH that may duplicate a phone call, so the
 **     CURLOPT_PREREQFUNCTION callback, which runs once per attempt to send,
 **     aborts the second attempt.  The transfer then reports a dropped
-**     connection and the caller decides (a POST is `unknown`).
+**     connection and the caller decides (a POST is `unknown`) - unless
+**     the server provably never processed it: an HTTP/2 stream above the
+**     last stream id of the server's GOAWAY (a graceful close, e.g. nginx's
+**     keepalive_requests), or one libcurl saw refused (REFUSED_STREAM).
+**     Such an attempt did not arrive (reachedServer 0) and is retried like
+**     a refused connect.  libcurl 7.88 says so only in its verbose text,
+**     which cr_on_debug() reads (see cr_xfer_note()); text it does not
+**     recognise leaves the request `unknown`, the safe side.
 */
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -43,6 +51,15 @@ typedef struct cr_xfer_list {
   cr_xfer *pHead;
   cr_xfer *pTail;
 } cr_xfer_list;
+
+/* A connection's GOAWAY: the server processes no stream above lastStream.
+** Consulted right after it arrives, when libcurl gives up the streams it
+** refused, so a few slots (oldest overwritten) are enough. */
+typedef struct cr_goaway {
+  long iConn; /* libcurl's connection number, -1: empty */
+  unsigned lastStream;
+} cr_goaway;
+#define CR_GOAWAY_SLOTS (2 * CR_MAX_CONCURRENCY)
 
 /* The worker takes the multi handle over once the caller has been away
 ** this long with transfers in flight. */
@@ -74,6 +91,9 @@ struct cr_http {
   sqlite3_int64 tBusyUntil;  /* monotonic ms that call ends at the latest */
   sqlite3_int64 tCallerLeft; /* monotonic ms the caller last left */
   int stop;                  /* the worker should exit */
+  /* the driver's: the last GOAWAYs received, by libcurl connection number */
+  cr_goaway aGoaway[CR_GOAWAY_SLOTS];
+  int iGoaway; /* the slot the next one takes */
 };
 
 static void cr_list_push(cr_xfer_list *pList, cr_xfer *pX) {
@@ -120,9 +140,12 @@ static void cr_list_remove(cr_xfer_list *pList, cr_xfer *pX) {
 
 int cr_http_new(cr_http **pp, char **pzErr) {
   cr_http *p = sqlite3_malloc(sizeof(*p));
+  int i;
   *pp = p;
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
+  for (i = 0; i < CR_GOAWAY_SLOTS; i++)
+    p->aGoaway[i].iConn = -1;
   if (!sqlite3_threadsafe()) {
     cr_set_error(pzErr, "callrail needs SQLite built thread-safe (its transfers run on a thread)");
     return SQLITE_ERROR;
@@ -337,10 +360,78 @@ static int cr_on_prereq(void *pArg, char *zConnIp, char *zLocalIp, int connPort,
   cr_xfer *pX = (cr_xfer *)pArg;
   (void)zConnIp, (void)zLocalIp, (void)connPort, (void)localPort;
   pX->nPrereq++;
+  pX->iStream = 0; /* a new attempt; cr_xfer_note() learns its stream */
   if (pX->nPrereq > 1 && (pX->eMethod == CR_METHOD_POST || pX->eMethod == CR_METHOD_PATCH)) {
     return CURL_PREREQFUNC_ABORT;
   }
   return CURL_PREREQFUNC_OK;
+}
+
+/* ------------------------------------------------------------------------
+** Refused HTTP/2 streams, from libcurl's verbose text (its 7.88 wording)
+*/
+
+static void cr_goaway_note(cr_http *p, long iConn, unsigned lastStream) {
+  p->aGoaway[p->iGoaway].iConn = iConn;
+  p->aGoaway[p->iGoaway].lastStream = lastStream;
+  p->iGoaway = (p->iGoaway + 1) % CR_GOAWAY_SLOTS;
+}
+
+/* Marks pX refused if its attempt's stream is above the last stream that
+** a GOAWAY on its connection kept. */
+static void cr_goaway_check(cr_xfer *pX) {
+  int i;
+  for (i = 0; i < CR_GOAWAY_SLOTS && pX->iConn >= 0 && pX->iStream > 0; i++) {
+    const cr_goaway *g = &pX->pHttp->aGoaway[i];
+    if (g->iConn == pX->iConn && pX->iStream > g->lastStream) {
+      pX->refused = CR_REFUSED_GOAWAY;
+      pX->iLastKept = g->lastStream;
+    }
+  }
+}
+
+/* Follows one line of libcurl's text about transfer pX: the connection
+** and stream of each attempt, GOAWAYs, and the moment libcurl gives the
+** attempt up to re-send it ("Connection died" after a refused stream too).
+** A GOAWAY is reported on a transfer of its connection; one that has not
+** named its connection yet (iConn -1) may be checking another: ignored. */
+static void cr_xfer_note(cr_xfer *pX, const char *zLine) {
+  const char *z = strrchr(zLine, '#');
+  long iConn;
+  unsigned u;
+  int iErr;
+  if (sscanf(zLine, "Re-using existing connection #%ld", &iConn) == 1) {
+    pX->iConn = iConn;
+  } else if (strncmp(zLine, "Connected to ", 13) == 0 && z && z > zLine && z[-1] == '(' &&
+             sscanf(z, "#%ld)", &iConn) == 1) {
+    pX->iConn = iConn;
+  } else if (sscanf(zLine, "Using Stream ID: %u", &u) == 1) {
+    pX->iStream = u;
+  } else if ((z = strstr(zLine, "GOAWAY, error=")) != 0 &&
+             sscanf(z, "GOAWAY, error=%d, last_stream=%u", &iErr, &u) == 2 && pX->iConn >= 0) {
+    cr_goaway_note(pX->pHttp, pX->iConn, u);
+  } else if (strncmp(zLine, "REFUSED_STREAM, retrying", 24) == 0) {
+    pX->refused = CR_REFUSED_STREAM;
+  } else if (strncmp(zLine, "Connection died, retrying", 25) == 0) {
+    cr_goaway_check(pX);
+    /* Until the next attempt names its connection, a GOAWAY reported on
+    ** pX comes from libcurl checking some idle connection's liveness with
+    ** it: pX's number would be the wrong one. */
+    pX->iConn = -1;
+  }
+}
+
+/* Only CURLINFO_TEXT is read: the header and data lines carry the key. */
+static int cr_on_debug(CURL *pEasy, curl_infotype eType, char *zData, size_t n, void *pArg) {
+  char aLine[128];
+  (void)pEasy;
+  if (eType == CURLINFO_TEXT) {
+    if (n >= sizeof(aLine)) n = sizeof(aLine) - 1;
+    memcpy(aLine, zData, n);
+    aLine[n] = 0;
+    cr_xfer_note((cr_xfer *)pArg, aLine);
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -390,6 +481,9 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_PREREQFUNCTION, cr_on_prereq, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_PREREQDATA, pX, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_DEBUGFUNCTION, cr_on_debug, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_DEBUGDATA, pX, pzErr);
+  CR_SETOPT(rc, pX, CURLOPT_VERBOSE, 1L, pzErr); /* to cr_on_debug(), not stderr */
   /* The credential's ca_file, else the curl tool's CURL_CA_BUNDLE (which
   ** libcurl itself ignores), else the system's certificates. */
   if (pX->pCred->zCaFile) {
@@ -406,6 +500,10 @@ static int cr_xfer_prepare(cr_http *p, cr_xfer *pX, char **pzErr) {
   int rc = cr_origin_check(pX->pCred->zApiBase, pX->zUrl, pzErr);
   pX->status = 0;
   pX->nPrereq = 0;
+  pX->pHttp = p;
+  pX->iConn = -1;
+  pX->iStream = 0;
+  pX->refused = 0;
   pX->zErrBuf[0] = 0;
   if (pX->maxResponse <= 0) pX->maxResponse = CR_DEFAULT_MAX_RESPONSE;
   if (rc == SQLITE_OK) {
@@ -426,6 +524,30 @@ static int cr_xfer_prepare(cr_http *p, cr_xfer *pX, char **pzErr) {
 ** Finishing a transfer
 */
 
+/* The message for an answer whose headers libcurl refused to read, else
+** NULL.  libcurl 7.88 reports a header line longer than
+** CURL_MAX_HTTP_HEADER as CURLE_OUT_OF_MEMORY with no text (its buffer
+** refuses to grow), and headers over its total limit as CURLE_RECV_ERROR
+** "Too large response headers": neither is a lack of memory or a dropped
+** connection, and a user needs to know which limit the server broke. */
+static char *cr_header_overflow(cr_xfer *pX, CURLcode cc, const char *zDetail) {
+  unsigned long nGot = 0, nMax = 0;
+  long status = 0;
+  curl_easy_getinfo(pX->pEasy, CURLINFO_RESPONSE_CODE, &status);
+  if (cc == CURLE_OUT_OF_MEMORY && status > 0 && pX->nResponse == 0) {
+    return sqlite3_mprintf("response header too large: after status %ld, a header line was "
+                           "longer than libcurl's limit of %d bytes; the response was not read",
+                           status, CURL_MAX_HTTP_HEADER);
+  }
+  if (cc == CURLE_RECV_ERROR &&
+      sscanf(zDetail, "Too large response headers: %lu > %lu", &nGot, &nMax) == 2) {
+    return sqlite3_mprintf("response headers too large: %lu bytes, more than libcurl's limit of "
+                           "%lu; the response was not read",
+                           nGot, nMax);
+  }
+  return 0;
+}
+
 /* Explains a libcurl failure by phase, and whether the request may have
 ** reached the server. */
 static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
@@ -435,6 +557,8 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
   /* Never handed to a connection: it cannot have arrived. */
   pX->reachedServer = pX->nPrereq > 0;
   if (pX->zError) return; /* set by a callback, e.g. the body size cap */
+  pX->zError = cr_header_overflow(pX, cc, zDetail);
+  if (pX->zError) return;
   switch (cc) {
   case CURLE_COULDNT_RESOLVE_HOST:
     pX->zError = sqlite3_mprintf("DNS lookup failed: %s", zDetail);
@@ -455,6 +579,17 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
                      : sqlite3_mprintf("connect timed out after %lld ms", pX->durationMs);
     break;
   case CURLE_ABORTED_BY_CALLBACK:
+    if (pX->refused) {
+      pX->reachedServer = 0;
+      pX->zError = pX->refused == CR_REFUSED_GOAWAY
+                       ? sqlite3_mprintf("HTTP/2 stream refused: the server closed the "
+                                         "connection (GOAWAY) after stream %u, before "
+                                         "processing this request; it did not arrive",
+                                         pX->iLastKept)
+                       : sqlite3_mprintf("HTTP/2 stream refused by the server "
+                                         "(REFUSED_STREAM); the request did not arrive");
+      break;
+    }
     pX->zError = sqlite3_mprintf("connection dropped before any response; libcurl's automatic "
                                  "re-send was stopped (the request may have arrived)");
     break;

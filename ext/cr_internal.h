@@ -178,7 +178,9 @@ int cr_dest_check_cred(const cr_dest *pDest, const cr_cred *pCred, char **pzErr)
 
 typedef struct cr_conn cr_conn;
 
-/* Loads credential zName and resolves its token (env, file or memory). */
+/* Loads credential zName and resolves its token (env, file or memory),
+** only if the row is what this connection registered or goes to CallRail's
+** own api_base (see cr_cred.c); otherwise an error says how to confirm it. */
 int cr_cred_load(sqlite3 *db, cr_conn *pConn, const char *zName, cr_cred **ppCred, char **pzErr);
 /* Loads only name and api_base, no secret (for previews). */
 int cr_cred_load_public(sqlite3 *db, const char *zName, cr_cred **ppCred, char **pzErr);
@@ -201,14 +203,14 @@ int cr_url_is_loopback(const char *zUrl);
 /* ------------------------------------------------------------------------
 ** Per-connection state (callrail.c)
 */
-typedef struct cr_memtoken cr_memtoken;
+typedef struct cr_credreg cr_credreg;
 typedef struct cr_http cr_http;
 struct cr_conn {
   sqlite3 *db;
-  int nRef;             /* functions and modules holding this state */
-  cr_memtoken *pTokens; /* tokens registered in memory */
-  cr_http *pHttp;       /* libcurl multi handle, created on first use */
-  int nRuns;            /* runs open on this connection (never nested) */
+  int nRef;           /* functions and modules holding this state */
+  cr_credreg *pCreds; /* credentials registered on this connection */
+  cr_http *pHttp;     /* libcurl multi handle, created on first use */
+  int nRuns;          /* runs open on this connection (never nested) */
   int schemaReady;
 };
 
@@ -216,6 +218,15 @@ struct cr_conn {
 ** and refuses a file whose callrail_* names are not our tables
 ** (cr_schema.c). */
 int cr_schema_ensure(cr_conn *pConn, char **pzErr);
+
+/* Credentials registered on this connection (cr_cred.c): what the user
+** named in their own process, the only rows besides CallRail's own origin
+** whose key cr_cred_load() resolves.  zApiBase is normalised; zToken is
+** the key of a 'memory' source (else NULL), kept here until the
+** connection closes.  SQLITE_OK or SQLITE_NOMEM. */
+int cr_cred_register(cr_conn *pConn, const char *zName, const char *zSource, const char *zApiBase,
+                     const char *zCaFile, const char *zToken);
+void cr_cred_forget_all(cr_conn *pConn);
 
 /* ------------------------------------------------------------------------
 ** Request identity (cr_identity.c): method, normalised URL, canonical body.
@@ -229,10 +240,6 @@ void cr_identity_close(cr_identity *p);
 ** NULL when out of memory. */
 char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, const char *zBody);
 
-/* Memory tokens (cr_cred.c) */
-int cr_memtoken_set(cr_conn *pConn, const char *zName, const char *zToken);
-const char *cr_memtoken_get(cr_conn *pConn, const char *zName);
-void cr_memtoken_free_all(cr_conn *pConn);
 
 /* ------------------------------------------------------------------------
 ** Key sets (cr_keyset.c): sets of text keys kept in a temporary database.
@@ -371,7 +378,15 @@ typedef struct cr_xfer {
   char zErrBuf[CURL_ERROR_SIZE];
   int nPrereq;
   sqlite3_int64 tStart;
+  cr_http *pHttp;     /* the transport running it */
+  long iConn;         /* libcurl's number of the attempt's connection, -1 */
+  unsigned iStream;   /* the attempt's HTTP/2 stream, 0 if none */
+  unsigned iLastKept; /* refused: the last stream the server kept */
+  int refused;        /* the server provably did not process the attempt */
 } cr_xfer;
+
+#define CR_REFUSED_STREAM 1 /* libcurl saw the stream refused (REFUSED_STREAM) */
+#define CR_REFUSED_GOAWAY 2 /* above the last stream of the server's GOAWAY */
 
 #define CR_XFER_RUNNING 1 /* in libcurl */
 #define CR_XFER_DONE 2    /* finished, back or on its way to the caller */

@@ -8,6 +8,7 @@ fake server, and fails with AssertionError like the tests themselves.
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -312,3 +313,25 @@ def check_audit(ctx, log, table, maybe_unsent=()):
                 assert t["error"], "row %d is %s without an error" % (t["id"], t["state"])
         assert not es, "%d requests reached the fake without a row: %r" % (len(es), es[:2])
     return out
+
+
+# -- other local servers ----------------------------------------------------------------------
+
+def free_port():
+    """A loopback port with nothing listening on it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def self_signed_cert(directory):
+    """Makes cert.pem and key.pem for 127.0.0.1 in directory (a test's TLS
+    server); returns their paths."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key

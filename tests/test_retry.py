@@ -23,23 +23,13 @@
 #     record is alone; the other 99 are delivered; every row's `records`
 #     (result and table alike) is the number of records its request carried.
 import json
-import socket
 
 from helpers import (
-    ACC, NO_QUOTA, assert_rows_match_table, assert_run, companies_dest, dest_sql, names_query,
-    q, responses, run, runs, seed_companies, send_query)
+    ACC, NO_QUOTA, assert_rows_match_table, assert_run, companies_dest, dest_sql, free_port,
+    names_query, q, responses, run, runs, seed_companies, send_query)
 
 
 # -- tests ----------------------------------------------------------------------------------
-
-def free_port():
-    """A loopback port with nothing listening on it."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def one_row(ctx, rows):
     table = responses(ctx)

@@ -12,10 +12,9 @@ import http.server
 import json
 import os
 import ssl
-import subprocess
 import threading
 
-from helpers import q
+from helpers import q, self_signed_cert
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -38,11 +37,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def _tls_server(ctx):
     """Starts the HTTPS server; returns (server, cert path, base URL)."""
-    cert = os.path.join(ctx.dir, "cert.pem")
-    key = os.path.join(ctx.dir, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    cert, key = self_signed_cert(ctx.dir)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
