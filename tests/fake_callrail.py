@@ -75,6 +75,7 @@ DEFAULT_CONFIG = {
     "enforce_last_company": False,  # DELETE of the last active company -> 400
     "call_value_500": False,        # PUT calls/{id}.json with "value" -> 500 (seen live)
     "account_padding": 0,           # bytes of filler per account object (big account pages)
+    "generated_accounts": 0,        # that many more accounts in GET /v3/a.json, made per page
     "next_page_origin": None,       # origin of relative pagination's next_page (default: own)
 }
 
@@ -243,6 +244,28 @@ def json_resp(status, obj, headers=None):
 
 def text_resp(status, text, ctype="text/plain; charset=utf-8", headers=None):
     return Resp(status, [("Content-Type", ctype)] + list(headers or []), text.encode("utf-8"))
+
+
+class GeneratedAccounts:
+    """The listed accounts followed by n generated ones (ACC9..., every token sees them),
+    made only for the page asked: tens of thousands of accounts cost nothing."""
+
+    def __init__(self, app, accs, n):
+        self.app, self.accs, self.n = app, accs, n
+
+    def __len__(self):
+        return len(self.accs) + self.n
+
+    def __getitem__(self, sl):
+        out = []
+        for i in range(*sl.indices(len(self))):
+            if i < len(self.accs):
+                out.append(self.accs[i])
+            else:
+                k = i - len(self.accs) + 1
+                out.append(self.app.account_obj({"id": "ACC9%031d" % k, "name": "Generated %d" % k,
+                                                 "numeric_id": 900000000 + k}))
+        return out
 
 
 class Ctx:
@@ -774,7 +797,8 @@ class App:
     def list_accounts(self, ctx):
         accs = [self.account_obj(a) for a in (self.config.get("accounts") or [])
                 if isinstance(a, dict) and self.token_sees(ctx.token, a)]
-        return self.paginate(ctx, "accounts", accs)
+        n = int(self.config.get("generated_accounts") or 0)
+        return self.paginate(ctx, "accounts", GeneratedAccounts(self, accs, n) if n else accs)
 
     def list_objects(self, ctx):
         items = list(self.store(ctx.account["id"], ctx.resource).values())

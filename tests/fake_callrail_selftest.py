@@ -436,6 +436,11 @@ class FakeCallRailTest(unittest.TestCase):
         self.assertEqual((r.json["total_pages"], [a["id"] for a in r.json["accounts"]]),
                          (3, [accounts[4]["id"]]))
         self.assertEqual(r.json["accounts"][0]["padding"], "x" * 1000)
+        self.config({"generated_accounts": 30000, "account_padding": 0})
+        r = self.c.get("/v3/a.json?per_page=250&page=121")
+        self.assertEqual((r.json["total_pages"], r.json["total_records"], len(r.json["accounts"])),
+                         (121, 30005, 5))
+        self.assertEqual(r.json["accounts"][-1]["id"], "ACC9%031d" % 30000)
 
     def test_text_messages(self):
         r = self.c.post(A("text-messages.json"), SMS, token="limited-token")
