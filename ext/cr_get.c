@@ -237,9 +237,10 @@ static sqlite3_int64 cr_pager_retry_delay(const cr_dest *d, const cr_xfer *pX, i
   int st = pX->status;
   if (nAttempts >= d->maxAttempts || pX->cancelled) return -1;
   if (st != 429 && st < 500 && !(st == 0 && pX->zError)) return -1;
+  /* A Retry-After longer than max_delay_ms means the quota is spent: a read
+  ** waits for it (interruptibly) rather than spend its attempts. */
   ms = cr_retry_after_ms(pX->zRetryAfter);
-  if (ms < 0) ms = cr_backoff_ms(d, nAttempts);
-  return ms > d->maxDelayMs ? d->maxDelayMs : ms;
+  return ms >= 0 ? ms : cr_backoff_ms(d, nAttempts);
 }
 
 /* GETs zUrl into *pX, with admissions and retries; *pnAttempts counts. */
