@@ -109,8 +109,7 @@ static int cr_params_query(cr_pager *p, const char *zParams, char **pzQuery, cha
   int rc = SQLITE_OK;
   *pzQuery = 0;
   if (zParams == 0) return SQLITE_OK;
-  if (!cr_json_names_are_strings(zParams) ||
-      sqlite3_strglob("{*}", zParams) != 0 /* cheap pre-check; the SQL checks the rest */) {
+  if (!cr_json_names_are_strings(zParams)) {
     cr_set_error(pzErr, "params must be a JSON object, e.g. json_object('per_page', 100)");
     return SQLITE_ERROR;
   }
@@ -532,7 +531,7 @@ int cr_pager_open(cr_conn *pConn, const char *zCred, const char *zPath, const ch
   p->zList = zList;
   p->zCols = zCols;
   p->iPage = 1;
-  if (pConn->nRuns > 0) {
+  if (isAudited && pConn->nRuns > 0) {
     /* The run's audit connection may hold the write lock while it reads
     ** its query: this read's rows would wait for it forever. */
     cr_set_error(pzErr, "cannot run inside the query of callrail_send or callrail_test; "
