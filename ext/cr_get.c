@@ -242,8 +242,26 @@ static sqlite3_int64 cr_pager_retry_delay(const cr_dest *d, const cr_xfer *pX, i
   return ms >= 0 ? ms : cr_backoff_ms(d, nAttempts);
 }
 
-/* GETs zUrl into *pX, with admissions and retries; *pnAttempts counts. */
-static int cr_pager_get(cr_pager *p, const char *zUrl, cr_xfer *pX, int *pnAttempts, char **pzErr) {
+/* Writes the `pending` row of the page (once, after its first admission,
+** as for sends) and commits it: other runs' pacers count it from then on. */
+static int cr_pager_intend(cr_pager *p, const char *zUrl, sqlite3_int64 *piId, char **pzErr) {
+  cr_request req;
+  int rc;
+  if (p->pStore == 0 || *piId) return SQLITE_OK;
+  memset(&req, 0, sizeof(req));
+  req.iBatch = p->iRowsPage;
+  req.eMethod = CR_METHOD_GET;
+  req.zUrl = (char *)zUrl;
+  rc = cr_store_pending(p->pStore, p->iRun, p->pCred->zName, &req, piId, pzErr);
+  if (rc == SQLITE_OK) rc = cr_store_flush(p->pStore, pzErr);
+  p->counts.requests++;
+  return rc;
+}
+
+/* GETs zUrl into *pX, with admissions and retries; *pnAttempts counts
+** them, *piId receives the page's audit row (0: none was written). */
+static int cr_pager_get(cr_pager *p, const char *zUrl, cr_xfer *pX, sqlite3_int64 *piId,
+                        int *pnAttempts, char **pzErr) {
   int rc = SQLITE_OK;
   for (;;) {
     sqlite3_int64 tAdmitted = 0, msDelay;
@@ -255,6 +273,7 @@ static int cr_pager_get(cr_pager *p, const char *zUrl, cr_xfer *pX, int *pnAttem
     pX->pCred = p->pCred;
     pX->maxResponse = CR_GET_MAX_RESPONSE;
     rc = cr_pager_admit(p, zUrl, &tAdmitted, pzErr);
+    if (rc == SQLITE_OK) rc = cr_pager_intend(p, zUrl, piId, pzErr);
     if (rc == SQLITE_OK) {
       (*pnAttempts)++;
       rc = cr_http_perform(p->pConn->pHttp, p->pConn->db, pX, pzErr);
@@ -296,29 +315,18 @@ static int cr_pager_record(cr_pager *p, sqlite3_int64 iId, const cr_xfer *pX, co
   return rc;
 }
 
-/* Fetches p->zNext into p->zBody: its pending row committed first (the
-** pacers of other runs count it from then on), its outcome after. */
+/* Fetches p->zNext into p->zBody, recording its outcome. */
 static int cr_pager_fetch(cr_pager *p, char **pzErr) {
-  cr_request req;
   cr_xfer x;
   sqlite3_int64 iId = 0;
-  int nAttempts = 0, rc = SQLITE_OK;
+  int nAttempts = 0, rc;
   char *zWhy = 0;
   sqlite3_free(p->zUrl);
   p->zUrl = p->zNext;
   p->zNext = 0;
-  memset(&req, 0, sizeof(req));
   memset(&x, 0, sizeof(x));
   p->iRowsPage = p->iPage;
-  req.iBatch = p->iPage;
-  req.eMethod = CR_METHOD_GET;
-  req.zUrl = p->zUrl;
-  if (p->pStore) {
-    rc = cr_store_pending(p->pStore, p->iRun, p->pCred->zName, &req, &iId, pzErr);
-    if (rc == SQLITE_OK) rc = cr_store_flush(p->pStore, pzErr);
-    p->counts.requests++;
-  }
-  if (rc == SQLITE_OK) rc = cr_pager_get(p, p->zUrl, &x, &nAttempts, pzErr);
+  rc = cr_pager_get(p, p->zUrl, &x, &iId, &nAttempts, pzErr);
   if (rc == SQLITE_OK) zWhy = cr_pager_failure(p, &x);
   if (iId) {
     int rc2 = cr_pager_record(p, iId, &x, rc == SQLITE_OK ? zWhy : *pzErr, nAttempts,

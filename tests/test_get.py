@@ -305,3 +305,24 @@ def test_readme_examples_company_ids_by_name_and_resolving_unknown_creations(ctx
     if has_resolve(ctx):
         states = ctx.rows("SELECT id, state FROM callrail_responses WHERE id IN (2, 4)")
         assert states == [{"id": 2, "state": "ok"}, {"id": 4, "state": "failed"}], states
+
+
+def test_a_spent_hourly_quota_holds_the_read_back_and_sigint_stops_it_within_a_second(ctx):
+    """1,000 requests of the account in the last hour (CallRail's hourly
+    limit) recorded by other runs: the read waits for quota, sends nothing,
+    and Ctrl-C ends the wait within a second."""
+    bucket = ctx.base + "/v3/a/" + ACC
+    ctx.sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)"
+            " INSERT INTO callrail_responses(run_id, destination, method, url, state, attempts,"
+            " sent_ms, quota_bucket, quota_class)"
+            " SELECT 0, 'other', 'POST', '%s/companies.json', 'ok', 1,"
+            " CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 60000, '%s',"
+            " 'general' FROM n;" % (bucket, bucket))
+    proc = ctx.spawn(script_of(ctx, "", get_sql(CALLS, cols="count(*)")))
+    latency, out, _ = interrupt_when(ctx, proc, lambda: len(runs(ctx)) == 1)
+    assert "interrupt" in out, out
+    assert latency <= exit_limit(ctx), "the shell exited %.2f s after SIGINT" % latency
+    assert ctx.fake.log() == []
+    (r,) = runs(ctx)
+    assert (r["kind"], r["status"], r["requests"]) == ("get", "interrupted", 0), r
+    assert [t["destination"] for t in responses(ctx)] == ["other"] * 1000
