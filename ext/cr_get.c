@@ -539,9 +539,11 @@ int cr_pager_open(cr_conn *pConn, const char *zCred, const char *zPath, const ch
   p->zList = zList;
   p->zCols = zCols;
   p->iPage = 1;
-  if (isAudited && pConn->nRuns > 0) {
+  if (pConn->nRuns > 0) {
     /* The run's audit connection may hold the write lock while it reads
-    ** its query: this read's rows would wait for it forever. */
+    ** its query: this read's rows would wait for it.  And the run's
+    ** transfers share the connection's transport with this read's, whose
+    ** wait could be handed one of theirs. */
     cr_set_error(pzErr, "cannot run inside the query of callrail_send or callrail_test; "
                         "read into a table first (CREATE TEMP TABLE t AS SELECT ...)");
     return SQLITE_ERROR;
