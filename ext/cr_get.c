@@ -398,16 +398,20 @@ static int cr_pager_plan_next(cr_pager *p, sqlite3_stmt *pShape, char **pzErr) {
 ** an array, or the object itself. */
 static int cr_pager_rows(cr_pager *p, const char *zType, int isList, const char *zKey,
                          char **pzErr) {
-  int isArray = strcmp(zType, "array") == 0;
-  char *zSql =
-      sqlite3_mprintf("SELECT value%s%s FROM %s", p->zCols ? ", " : "", p->zCols ? p->zCols : "",
-                      isList || isArray ? "json_each(?1, ?2)" : "(SELECT json(?1) AS value)");
+  int isEach = isList || strcmp(zType, "array") == 0;
+  /* An element may be a string or a number: json_quote() makes every item
+  ** JSON text (objects and arrays pass through it unchanged).  A single
+  ** object is read as a one-element array, so that `value` is JSON in the
+  ** extra columns too (a subquery would drop its JSON subtype). */
+  char *zSql = sqlite3_mprintf("SELECT json_quote(value)%s%s FROM %s", p->zCols ? ", " : "",
+                               p->zCols ? p->zCols : "",
+                               isEach ? "json_each(?1, ?2)" : "json_each(json_array(json(?1)))");
   char *zPath = isList ? sqlite3_mprintf("$.\"%s\"", zKey) : sqlite3_mprintf("$");
   int rc = zSql && zPath ? SQLITE_OK : SQLITE_NOMEM;
   if (rc == SQLITE_OK) rc = cr_prepare(p->pConn->db, zSql, &p->pRows, pzErr);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(p->pRows, 1, p->zBody, -1, SQLITE_STATIC);
-    if (isList || isArray) sqlite3_bind_text(p->pRows, 2, zPath, -1, SQLITE_TRANSIENT);
+    if (isEach) sqlite3_bind_text(p->pRows, 2, zPath, -1, SQLITE_TRANSIENT);
   }
   sqlite3_free(zSql);
   sqlite3_free(zPath);
@@ -629,6 +633,10 @@ int cr_pager_cursor_start(sqlite3_vtab_cursor *cur, const char *zCred, const cha
 #define CR_GET_URL 3
 #define CR_GET_CREDENTIAL 4
 
+/* The id column: $.id of an object item, NULL for any other item (an
+** element of a bare array may be a string, which is not JSON text). */
+#define CR_GET_ID_SQL "json_extract(json_quote(value), '$.id')"
+
 /* The optional third argument: NULL there is an error, not "no params". */
 static int cr_get_params(sqlite3_vtab_cursor *cur, int idxNum, sqlite3_value **argv,
                          const char **pzParams) {
@@ -649,8 +657,7 @@ static int cr_get_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxSt
   ((cr_pager_cursor *)cur)->eof = 1;
   if (cr_tvf_args(cur, idxNum, argv, azArg) != SQLITE_OK) return SQLITE_ERROR;
   if (cr_get_params(cur, idxNum, argv, &zParams) != SQLITE_OK) return SQLITE_ERROR;
-  return cr_pager_cursor_start(cur, azArg[0], azArg[1], zParams, 0, "json_extract(value, '$.id')",
-                               1);
+  return cr_pager_cursor_start(cur, azArg[0], azArg[1], zParams, 0, CR_GET_ID_SQL, 1);
 }
 
 static int cr_get_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {

@@ -145,6 +145,15 @@ def test_a_single_object_is_one_row_and_item_is_json(ctx):
     assert len(ctx.fake.log()) == 1
 
 
+def test_a_bare_array_is_one_row_per_element_each_item_json(ctx):
+    ctx.fake.config(rules=[{"method": "GET", "path_regex": "tags", "status": 200,
+                            "body": ["a", 1, None, {"x": [2]}]}])
+    rows, _ = run(ctx, "", get_sql("/v3/a/%s/tags.json" % ACC,
+                                   cols="item, json_object('v', item) AS o"))
+    assert [r["item"] for r in rows] == ['"a"', "1", "null", '{"x":[2]}'], rows
+    assert [json.loads(r["o"])["v"] for r in rows] == ["a", 1, None, {"x": [2]}], rows
+
+
 def test_404_and_401_are_sql_errors_with_callrails_message_and_no_token(ctx):
     token = "wrong-token-S3CRET"
     rows, rest = run(ctx, "", get_sql("/v3/a/%s/nothing.json" % ACC), expect_error=True)
