@@ -101,6 +101,9 @@ static const char cr_sql_params[] =
     " WHERE p.key NOT IN ('page', 'per_page') AND (p.type <> 'array' OR e.key IS NOT NULL)"
     " ORDER BY p.id, e.id";
 
+static const char cr_params_hint[] =
+    "params must be a JSON object, e.g. json_object('per_page', 100)";
+
 /* Turns the JSON object zParams into a query string (*pzQuery, NULL when
 ** empty); page and per_page are kept apart, as the pager sets them. */
 static int cr_params_query(cr_pager *p, const char *zParams, char **pzQuery, char **pzErr) {
@@ -110,7 +113,7 @@ static int cr_params_query(cr_pager *p, const char *zParams, char **pzQuery, cha
   *pzQuery = 0;
   if (zParams == 0) return SQLITE_OK;
   if (!cr_json_names_are_strings(zParams)) {
-    cr_set_error(pzErr, "params must be a JSON object, e.g. json_object('per_page', 100)");
+    cr_set_error(pzErr, "%s", cr_params_hint);
     return SQLITE_ERROR;
   }
   rc = cr_prepare(db,
@@ -120,7 +123,7 @@ static int cr_params_query(cr_pager *p, const char *zParams, char **pzQuery, cha
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zParams, -1, SQLITE_STATIC);
     if (sqlite3_step(pStmt) != SQLITE_ROW || sqlite3_column_int(pStmt, 0) == 0) {
-      cr_set_error(pzErr, "params must be a JSON object, e.g. json_object('per_page', 100)");
+      cr_set_error(pzErr, "%s", cr_params_hint);
       rc = SQLITE_ERROR;
     } else {
       if (sqlite3_column_type(pStmt, 1) != SQLITE_NULL) {
@@ -174,13 +177,13 @@ static char *cr_pager_page_url(cr_pager *p, int withPage) {
   char *zPer =
       p->zPerPage ? sqlite3_mprintf("%s", p->zPerPage) : sqlite3_mprintf("%d", CR_GET_PER_PAGE);
   char *zEsc = zPer ? curl_easy_escape(0, zPer, 0) : 0;
+  char *zPage = withPage ? sqlite3_mprintf("&page=%d", p->iPage) : sqlite3_mprintf("");
   char *zUrl = 0;
-  if (zEsc) {
-    zUrl = withPage ? sqlite3_mprintf("%s%cper_page=%s&page=%d", p->zBase,
-                                      strchr(p->zBase, '?') ? '&' : '?', zEsc, p->iPage)
-                    : sqlite3_mprintf("%s%cper_page=%s", p->zBase,
-                                      strchr(p->zBase, '?') ? '&' : '?', zEsc);
+  if (zEsc && zPage) {
+    zUrl = sqlite3_mprintf("%s%cper_page=%s%s", p->zBase, strchr(p->zBase, '?') ? '&' : '?', zEsc,
+                           zPage);
   }
+  sqlite3_free(zPage);
   curl_free(zEsc);
   sqlite3_free(zPer);
   return zUrl;
