@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: throughput, latency, memory, CPU, pacing and durability of
-callrail_send on loopback, against curl and wrk.  Prints a report and writes
+callrail_send on loopback, against curl and wrk, and the speed and memory of
+reading with callrail_get.  Prints a report and writes
 it to bench/results.md (raw numbers: build/bench/results.json).
 
 Everything runs on 127.0.0.1: nginx (a generated config in build/bench/),
@@ -10,7 +11,7 @@ CallRail server (tests/fake_callrail.py), all started and stopped here.
 Environment:
   BENCH_RUNS=N        repetitions of every timed measurement (default 5)
   BENCH_QUICK=1       fewer records everywhere, for development
-  BENCH_SECTIONS=...  comma list of sections to run (default 1,2,3,4,5,6)
+  BENCH_SECTIONS=...  comma list of sections to run (default 1,2,3,4,5,6,7)
   BENCH_PIN=0         do not pin the client to CPU 0 and the servers to CPU 1
   BENCH_FULL=1        the issue's record counts everywhere (20,000 at C = 1 too, 1,000 at
                       50 ms for every C, a 1,000,000-record send): about an hour
@@ -59,7 +60,8 @@ def env_flag(name, default):
 
 RUNS = max(1, env_int("BENCH_RUNS", 5))
 QUICK = env_flag("BENCH_QUICK", False)
-SECTIONS = {s.strip() for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6").split(",") if s}
+SECTIONS = {s.strip() for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6,7").split(",") if s}
+ONLY_READS = SECTIONS == {"7"}  # no nginx, wrk or valgrind needed
 PIN = env_flag("BENCH_PIN", True) and (os.cpu_count() or 1) >= 2
 DO_PERF = env_flag("BENCH_PERF", True)
 CLIENT_CPU, SERVER_CPU = "0", "1"
@@ -1018,6 +1020,110 @@ def section5(fake, tmpl_zero):
 
 
 # ---------------------------------------------------------------------------------------------
+# Section 7: reading with callrail_get
+
+
+N_READ = 20000          # calls seeded in the fake and read back
+N_READ_SMALL = 1000     # the same read stopped early: memory must not depend on the count
+READ_PER_PAGE = 250
+
+
+def read_script(fake, n):
+    """A fresh database: the credential, then callrail_get over n calls (LIMIT n stops the
+    read after the page holding the n-th call)."""
+    return "\n".join([
+        ".load %s" % EXT.with_suffix(""), ".timer on",
+        "SELECT callrail_credential('bench', 'env:CALLRAIL_BENCH_KEY', '%s');" % fake.base,
+        "SELECT 'items', count(*), 'bytes', sum(length(item)) FROM (SELECT item FROM"
+        " callrail_get('bench', '/v3/a/%s/calls.json') LIMIT %d);" % (ACCOUNT, n)]) + "\n"
+
+
+def read_ours(fake, n):
+    db = OUT / "read.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    r = measure(["sqlite3", "-batch", str(db)], read_script(fake, n))
+    r["ok"] = r["rc"] == 0 and ("items|%d|" % n) in r["out"]
+    if not r["ok"]:
+        say("  !! callrail_get %d: rc=%s out=%r err=%r" % (n, r["rc"], r["out"][-300:],
+                                                          r["err"][-300:]))
+    return r
+
+
+def read_curl_config(fake, n):
+    """The same pages, fetched one after another by one curl (keep-alive), same headers."""
+    path = OUT / ("curl-read-%d.cfg" % n)
+    pages = (n + READ_PER_PAGE - 1) // READ_PER_PAGE
+    with open(path, "w") as f:
+        for i in range(1, pages + 1):
+            if i > 1:
+                f.write("next\n")
+            f.write("url = %s\n" % curl_quote("%s/v3/a/%s/calls.json?per_page=%d%s" % (
+                fake.base, ACCOUNT, READ_PER_PAGE, "&page=%d" % i if i > 1 else "")))
+            f.write("header = %s\nheader = \"Accept: application/json\"\nuser-agent = %s\n"
+                    "output = \"/dev/null\"\nwrite-out = \"%%{http_code}\\n\"\n"
+                    % (curl_quote('Authorization: Token token="%s"' % TOKEN),
+                       curl_quote(USER_AGENT)))
+    return path, pages
+
+
+def section7(fake):
+    say("\n== 7. read %s calls: callrail_get vs curl fetching the same pages" % f"{N_READ:,}")
+    http_json("POST", fake.base + "/__fake/reset", {})
+    http_json("POST", fake.base + "/__fake/config",
+              {"quota": {"general": {"second": None, "minute": None, "hour": None, "day": None}}})
+    http_json("POST", fake.base + "/__fake/seed", {"resource": "calls", "count": N_READ,
+                                                    "object": {"company_id": "COM1"}})
+    cfg, pages = read_curl_config(fake, N_READ)
+    big, small, cu = [], [], []
+    for rep in range(RUNS):
+        for n, runs in ((N_READ, big), (N_READ_SMALL, small)):
+            r = read_ours(fake, n)
+            if r["ok"]:
+                runs.append(r)
+        r = curl(cfg, pages, code="200")
+        if r["ok"]:
+            cu.append(r)
+        say("  run %d: ours %.2fs, %.0f MiB at %d, %.0f MiB at %d; curl %.2fs, %.0f MiB"
+            % (rep + 1, big[-1]["stmt"] if big else 0, big[-1]["maxrss_kb"] / 1024 if big else 0,
+               N_READ, small[-1]["maxrss_kb"] / 1024 if small else 0, N_READ_SMALL,
+               cu[-1]["wall"] if cu else 0, cu[-1]["maxrss_kb"] / 1024 if cu else 0))
+    http_json("POST", fake.base + "/__fake/config",
+              {"quota": {"general": {"second": QUOTA}}})
+    http_json("POST", fake.base + "/__fake/reset", {})
+    rate_ours = stats([N_READ / r["stmt"] for r in big])
+    rate_curl = stats([N_READ / r["wall"] for r in cu])
+    rss_big = stats([r["maxrss_kb"] / 1024 for r in big])
+    rss_small = stats([r["maxrss_kb"] / 1024 for r in small])
+    rss_curl = stats([r["maxrss_kb"] / 1024 for r in cu])
+    res = {"items": N_READ, "pages": pages, "items_per_s_ours": rate_ours,
+           "items_per_s_curl": rate_curl, "rss_mib_ours": rss_big,
+           "rss_mib_ours_small": rss_small, "rss_mib_curl": rss_curl}
+    RESULTS["sections"]["7"] = res
+    flat = bool(rss_big and rss_small) and rss_big["median"] <= rss_small["median"] * 1.1 + 1
+    target("read: peak RSS at %s items vs %s" % (f"{N_READ:,}", f"{N_READ_SMALL:,}"),
+           "flat (≤ 1.1× + 1 MiB)",
+           "%s vs %s MiB" % (fmt(rss_big, "{:.1f}", False), fmt(rss_small, "{:.1f}", False)),
+           flat)
+    report("## 7. Read %s calls" % f"{N_READ:,}")
+    report()
+    report("`callrail_get` over %s calls seeded in the fake CallRail server (%d pages of %d; its "
+           "quota off), in a fresh WAL database, so every GET also writes its audit row; "
+           "*items/s* from the statement's own time. `curl` fetches the same %d page URLs one "
+           "after another in one process (keep-alive), with the same headers, into /dev/null. "
+           "The same read stopped after %s items (a `LIMIT`) shows that memory does not grow "
+           "with the number of items. Peak RSS from `/usr/bin/time -v`. Median (min–max) of "
+           "%d runs." % (f"{N_READ:,}", pages, READ_PER_PAGE, pages, f"{N_READ_SMALL:,}", RUNS))
+    report()
+    report(table(["reader", "items/s", "peak RSS MiB (%s items)" % f"{N_READ:,}",
+                  "peak RSS MiB (%s items)" % f"{N_READ_SMALL:,}"],
+                 [["`callrail_get`", fmt(rate_ours), fmt(rss_big, "{:.1f}"),
+                   fmt(rss_small, "{:.1f}")],
+                  ["`curl` (sequential)", fmt(rate_curl), fmt(rss_curl, "{:.1f}"), "–"]]))
+    report()
+
+
+# ---------------------------------------------------------------------------------------------
 # Section 6: durability overhead
 
 
@@ -1184,7 +1290,10 @@ def rel(path):
 def main():
     global USER_AGENT
     OUT.mkdir(parents=True, exist_ok=True)
-    for tool in ("nginx", "wrk", "curl", "sqlite3", "taskset", "valgrind", "callgrind_annotate"):
+    # Section 7 alone reads from the fake server: curl and sqlite3 are all it needs.
+    tools = ("curl", "sqlite3") if ONLY_READS else (
+        "nginx", "wrk", "curl", "sqlite3", "taskset", "valgrind", "callgrind_annotate")
+    for tool in tools:
         if not shutil.which(tool):
             die("%s not found: run `make bench-deps` (as root it installs Debian's packages)"
                 % tool)
@@ -1208,6 +1317,11 @@ def main():
            CLIENT_CPU if PIN else "any", SERVER_CPU if PIN else "any", probe0["median_ms"]))
     servers = []
     try:
+        if ONLY_READS:
+            fake = start_fake()
+            servers.append(fake)
+            timed("7", section7, fake)
+            return finish(t_start, load0, probe0, ver)
         nginx, delay = start_nginx()
         servers.append(nginx)
         if delay is None:
@@ -1223,15 +1337,6 @@ def main():
             tmpl_big = OUT / "template-big.db"
             make_template(tmpl_big, max(N_MEM_PREVIEW, N_MEM_SEND, N_CG_BIG), servers)
         s1 = None
-        timings = RESULTS["meta"].setdefault("section_seconds", {})
-
-        def timed(name, fn, *args):
-            t = time.monotonic()
-            out = fn(*args)
-            timings[name] = round(time.monotonic() - t, 1)
-            say("  (%s took %.0f s)" % (name, timings[name]))
-            return out
-
         if SECTIONS & {"1", "4", "6"}:
             s1 = timed("1", section1, nginx, tmpl_zero)
         if "2" in SECTIONS:
@@ -1244,11 +1349,28 @@ def main():
             timed("5", section5, fake, tmpl_zero)
         if "6" in SECTIONS:
             timed("6", section6, tmpl_zero, s1)
+        if "7" in SECTIONS:
+            timed("7", section7, fake)
         if "4" in SECTIONS:
             timed("profile", perf_profile, tmpl_zero)
     finally:
         for s in servers:
             s.stop()
+    finish(t_start, load0, probe0, ver)
+
+
+def timed(name, fn, *args):
+    """Runs one section, noting how long it took."""
+    timings = RESULTS["meta"].setdefault("section_seconds", {})
+    t = time.monotonic()
+    out = fn(*args)
+    timings[name] = round(time.monotonic() - t, 1)
+    say("  (%s took %.0f s)" % (name, timings[name]))
+    return out
+
+
+def finish(t_start, load0, probe0, ver):
+    """Writes the report."""
     elapsed = time.monotonic() - t_start
     load1 = os.getloadavg()
     RESULTS["meta"].update({"elapsed_s": elapsed, "load_end": load1})

@@ -393,6 +393,7 @@ __declspec(dllexport)
   if (rc == SQLITE_OK) rc = cr_register_preview(db, pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_register_send(db, pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_register_accounts(db, pConn, &zErr);
+  if (rc == SQLITE_OK) rc = cr_register_get(db, pConn, &zErr);
   if (rc == SQLITE_OK && !sqlite3_db_readonly(db, "main")) {
     /* A failure here (say, a locked file) is retried at first use. */
     char *zIgnored = 0;

@@ -58,7 +58,8 @@ SQLITE_EXTENSION_INIT3
 #include <stddef.h>
 #include <string.h>
 
-const char *const cr_method_names[4] = {"POST", "PUT", "PATCH", "DELETE"};
+/* GET last: reads (callrail_get) are recorded too, but no destination sends it. */
+const char *const cr_method_names[5] = {"POST", "PUT", "PATCH", "DELETE", "GET"};
 
 /* Values longer than this many bytes are cut short in error messages. */
 #define CFG_MAX_SHOWN 60

@@ -82,7 +82,7 @@ int cr_check_interrupt(sqlite3 *db);
 
 /* The most requests a destination may keep in flight. */
 #define CR_MAX_CONCURRENCY 64
-extern const char *const cr_method_names[4];
+extern const char *const cr_method_names[5]; /* CR_METHOD_*; a config names the first 4 */
 
 #define CR_GROUP_COUNT 0
 #define CR_GROUP_ATTRIBUTE 1
@@ -485,6 +485,13 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr);
 /* Ends the run: what is in flight is finished and recorded first. */
 void cr_run_close(cr_run *pRun);
 
+/* The retry policy's delays, shared by sends and reads (callrail_get):
+** Retry-After (seconds or an HTTP date) as ms from now, -1 if unusable;
+** and full jitter, a random delay up to base * 2^(attempt-1), capped at
+** the destination's max_delay_ms. */
+sqlite3_int64 cr_retry_after_ms(const char *z);
+sqlite3_int64 cr_backoff_ms(const cr_dest *d, int nAttempts);
+
 /* ------------------------------------------------------------------------
 ** Liveness of runs (cr_live.c)
 */
@@ -645,5 +652,51 @@ int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const cr_tvf_def *pDef, const s
 
 /* Statement helpers shared by the surface modules */
 int cr_prepare(sqlite3 *db, const char *zSql, sqlite3_stmt **ppStmt, char **pzErr);
+
+/* ------------------------------------------------------------------------
+** Reading lists page by page (cr_get.c): callrail_get and callrail_accounts
+*/
+
+/* A GET of a CallRail path that hands out the items of every page, one
+** page in memory at a time.  A list response (an object with pagination
+** fields and one array member) gives one row per item, a single object
+** one row, a bare array one row per element. */
+typedef struct cr_pager cr_pager;
+
+/* Opens a read of zPath (a /v3/ path, or a URL of the credential's
+** origin) with the query parameters of the JSON object zParams (or NULL)
+** and fetches its first page.  zList names the member holding the items,
+** or NULL to find it.  zCols are extra result columns over `value` (the
+** item), after the item itself.  With isAudited the read is a run of kind
+** `get` (credential name as its destination) with one callrail_responses
+** row per page, and every GET is admitted by the pacer. */
+int cr_pager_open(cr_conn *pConn, const char *zCred, const char *zPath, const char *zParams,
+                  const char *zList, const char *zCols, int isAudited, cr_pager **pp, char **pzErr);
+/* Moves to the next item, fetching the next page when needed: SQLITE_ROW,
+** SQLITE_DONE, or an error. */
+int cr_pager_next(cr_pager *p, char **pzErr);
+/* Column i of the current item: 0 the item (JSON text), then zCols. */
+sqlite3_value *cr_pager_value(cr_pager *p, int i);
+/* The number and URL of the page the current item came from. */
+int cr_pager_page(cr_pager *p);
+const char *cr_pager_url(cr_pager *p);
+/* Ends the read (its run row says how) and frees it. */
+void cr_pager_close(cr_pager *p);
+
+/* The cursor of a table-valued function that reads with a pager, and its
+** slots: xFilter calls cr_pager_cursor_start (cr_pager_open's arguments)
+** and xColumn reads cr_pager_value(((cr_pager_cursor *)cur)->pPager, i). */
+typedef struct cr_pager_cursor {
+  cr_tvf_cursor base; /* first: the shared part */
+  cr_pager *pPager;
+  int eof;
+} cr_pager_cursor;
+int cr_pager_cursor_start(sqlite3_vtab_cursor *cur, const char *zCred, const char *zPath,
+                          const char *zParams, const char *zList, const char *zCols, int isAudited);
+int cr_pager_cursor_next(sqlite3_vtab_cursor *cur);
+int cr_pager_cursor_eof(sqlite3_vtab_cursor *cur);
+int cr_pager_cursor_close(sqlite3_vtab_cursor *cur);
+
+int cr_register_get(sqlite3 *db, cr_conn *pConn, char **pzErr);
 
 #endif /* CR_INTERNAL_H */

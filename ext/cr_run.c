@@ -210,8 +210,7 @@ static int cr_method_idempotent(int eMethod) {
   return eMethod == CR_METHOD_PUT || eMethod == CR_METHOD_DELETE;
 }
 
-/* Seconds or an HTTP date in Retry-After, as ms from now; -1 if unusable. */
-static sqlite3_int64 cr_retry_after_ms(const char *z) {
+sqlite3_int64 cr_retry_after_ms(const char *z) {
   struct tm tm;
   if (z == 0 || z[0] == 0) return -1;
   if (z[strspn(z, "0123456789")] == 0) return (sqlite3_int64)atoll(z) * 1000;
@@ -223,8 +222,7 @@ static sqlite3_int64 cr_retry_after_ms(const char *z) {
   return -1;
 }
 
-/* Full jitter: a random delay up to base * 2^(attempt-1), capped. */
-static sqlite3_int64 cr_backoff_ms(const cr_dest *d, int nAttempts) {
+sqlite3_int64 cr_backoff_ms(const cr_dest *d, int nAttempts) {
   sqlite3_int64 cap = d->baseDelayMs;
   sqlite3_uint64 r;
   int i;

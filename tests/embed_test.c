@@ -446,7 +446,7 @@ static void t_surface(sqlite3 *db) {
   zWhy = expect_text(db,
                      "SELECT group_concat(name, ' ') FROM (SELECT name FROM pragma_module_list"
                      " WHERE name GLOB 'callrail*' ORDER BY name)",
-                     "callrail_accounts callrail_preview callrail_send");
+                     "callrail_accounts callrail_get callrail_preview callrail_send");
   report("module_list_exact", zWhy);
   sqlite3_free(zSql);
 }

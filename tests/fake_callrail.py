@@ -36,7 +36,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 ACC1 = "ACC0000000000000000000000000000001"
 ACC2 = "ACC0000000000000000000000000000002"
@@ -74,6 +74,9 @@ DEFAULT_CONFIG = {
     "check_references": False,      # company_id in bodies must name a stored company
     "enforce_last_company": False,  # DELETE of the last active company -> 400
     "call_value_500": False,        # PUT calls/{id}.json with "value" -> 500 (seen live)
+    "account_padding": 0,           # bytes of filler per account object (big account pages)
+    "generated_accounts": 0,        # that many more accounts in GET /v3/a.json, made per page
+    "next_page_origin": None,       # origin of relative pagination's next_page (default: own)
 }
 
 TAG_COLORS = ("red1", "red2", "orange1", "yellow1", "green1", "blue1", "purple1", "pink1",
@@ -241,6 +244,28 @@ def json_resp(status, obj, headers=None):
 
 def text_resp(status, text, ctype="text/plain; charset=utf-8", headers=None):
     return Resp(status, [("Content-Type", ctype)] + list(headers or []), text.encode("utf-8"))
+
+
+class GeneratedAccounts:
+    """The listed accounts followed by n generated ones (ACC9..., every token sees them),
+    made only for the page asked: tens of thousands of accounts cost nothing."""
+
+    def __init__(self, app, accs, n):
+        self.app, self.accs, self.n = app, accs, n
+
+    def __len__(self):
+        return len(self.accs) + self.n
+
+    def __getitem__(self, sl):
+        out = []
+        for i in range(*sl.indices(len(self))):
+            if i < len(self.accs):
+                out.append(self.accs[i])
+            else:
+                k = i - len(self.accs) + 1
+                out.append(self.app.account_obj({"id": "ACC9%031d" % k, "name": "Generated %d" % k,
+                                                 "numeric_id": 900000000 + k}))
+        return out
 
 
 class Ctx:
@@ -690,27 +715,90 @@ class App:
         out = {"id": acc.get("id"), "name": acc.get("name"), "outbound_recording_enabled": False,
                "numeric_id": acc.get("numeric_id"), "hipaa_account": False}
         out.update(acc)
+        if self.config.get("account_padding"):
+            out["padding"] = "x" * int(self.config["account_padding"])
         return out
 
+    # -- list paging: page/per_page, relative pagination (calls), date filters, fields --------
     def paginate(self, ctx, key, items):
+        per_page = self._per_page(ctx)
+        items = self._search(ctx, self._date_filter(ctx, items))
+        if ctx.resource == "calls" and ctx.params.get("relative_pagination") == "true":
+            return self._relative_page(ctx, key, items, per_page)
         try:
             page = max(1, int(ctx.params.get("page", 1)))
         except ValueError:
             page = 1
-        try:
-            per_page = min(250, max(1, int(ctx.params.get("per_page", 100))))
-        except ValueError:
-            per_page = 100
         total = len(items)
         total_pages = max(1, math.ceil(total / per_page))
-        chunk = items[(page - 1) * per_page: page * per_page]
+        chunk = self._fields(ctx, items[(page - 1) * per_page: page * per_page])
         return json_resp(200, {"page": page, "per_page": per_page, "total_pages": total_pages,
                                "total_records": total, key: chunk})
+
+    @staticmethod
+    def _per_page(ctx):
+        """per_page: 100 by default, at most 250 (more is a 400, as CallRail answers)."""
+        try:
+            per_page = max(1, int(ctx.params.get("per_page", 100)))
+        except ValueError:
+            per_page = 100
+        if per_page > 250:
+            raise ApiError(400, "per_page must be less than or equal to 250")
+        return per_page
+
+    @staticmethod
+    def _date_filter(ctx, items):
+        """start_date/end_date (inclusive days) against start_time (calls) or created_at."""
+        lo, hi = ctx.params.get("start_date"), ctx.params.get("end_date")
+        if not lo and not hi:
+            return items
+
+        def day(o):
+            return str(o.get("start_time") or o.get("created_at") or "")[:10]
+        return [o for o in items if (not lo or day(o) >= lo[:10]) and (not hi or day(o) <= hi[:10])]
+
+    @staticmethod
+    def _search(ctx, items):
+        """search=text: items whose name or customer_name contains it (any case)."""
+        want = ctx.params.get("search", "").lower()
+        if not want:
+            return items
+        return [o for o in items
+                if want in str(o.get("name") or o.get("customer_name") or "").lower()]
+
+    @staticmethod
+    def _fields(ctx, chunk):
+        """fields=a,b asks for extra fields: each item gets them (null when it has none)."""
+        extra = [f for f in ctx.params.get("fields", "").split(",") if f]
+        if not extra:
+            return chunk
+        out = []
+        for o in chunk:
+            o = dict(o)
+            for f in extra:
+                o.setdefault(f, None)
+            out.append(o)
+        return out
+
+    def _relative_page(self, ctx, key, items, per_page):
+        """CallRail's relative pagination: offset is the 0-based page; next_page is an absolute
+        URL (on this server, or on config next_page_origin when set)."""
+        try:
+            offset = max(0, int(ctx.params.get("offset", 0)))
+        except ValueError:
+            offset = 0
+        chunk = self._fields(ctx, items[offset * per_page:(offset + 1) * per_page])
+        has_next = (offset + 1) * per_page < len(items)
+        origin = self.config.get("next_page_origin") or "http://" + ctx.headers.get("host", "")
+        params = dict(ctx.params, offset=str(offset + 1), per_page=str(per_page))
+        nxt = origin + ctx.path + "?" + urlencode(params) if has_next else None
+        return json_resp(200, {"has_next_page": has_next, "next_page": nxt, key: chunk})
 
     def list_accounts(self, ctx):
         accs = [self.account_obj(a) for a in (self.config.get("accounts") or [])
                 if isinstance(a, dict) and self.token_sees(ctx.token, a)]
-        return self.paginate(ctx, "accounts", accs)
+        n = int(self.config.get("generated_accounts") or 0)
+        return self.paginate(ctx, "accounts", GeneratedAccounts(self, accs, n) if n else accs)
 
     def list_objects(self, ctx):
         items = list(self.store(ctx.account["id"], ctx.resource).values())
@@ -1221,8 +1309,9 @@ class App:
             acc = self.find_account(str(acc_seg))
         if acc is None:
             return json_resp(400, {"error": "unknown account %r" % (acc_seg,)})
-        many = "objects" in data
-        objs = data.get("objects") if many else [data.get("object") or {}]
+        many = "objects" in data or "count" in data
+        objs = self._seed_copies(data) if "count" in data else (
+            data.get("objects") if many else [data.get("object") or {}])
         if not isinstance(objs, list) or not all(isinstance(o, dict) for o in objs):
             return json_resp(400, {"error": "object(s) must be JSON objects"})
         out = []
@@ -1251,7 +1340,30 @@ class App:
                 o.setdefault("lead_status", None)
             store[str(o["id"])] = o
             out.append(o)
+        if "count" in data:
+            return json_resp(200, {"count": len(out)})
         return json_resp(200, out if many else out[0])
+
+    @staticmethod
+    def _seed_copies(data):
+        """{"count": N, "object": {...}}: N copies of the object, each with a distinct
+        customer_phone_number and customer_name ("<name> i") for calls; answers only the
+        count, so seeding 20,000 calls is quick."""
+        try:
+            n = max(0, int(data.get("count")))
+        except (TypeError, ValueError):
+            return None
+        tmpl = data.get("object") or {}
+        if not isinstance(tmpl, dict):
+            return None
+        out = []
+        for i in range(1, n + 1):
+            o = dict(tmpl)
+            if data.get("resource") == "calls":
+                o.setdefault("customer_phone_number", "+1470555%04d" % (i % 10000))
+                o["customer_name"] = "%s %d" % (tmpl.get("customer_name") or "Caller", i)
+            out.append(o)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -383,6 +383,65 @@ class FakeCallRailTest(unittest.TestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(self.c.get(A("calls/CALold.json")).status, 404)
 
+    def test_list_paging_per_page_limit_filters_and_fields(self):
+        r = self.c.control("POST", "seed", {"resource": "calls", "count": 537,
+                                            "object": {"company_id": "COM1",
+                                                       "start_time": "2026-12-01T10:00:00.000-05:00"}})
+        self.assertEqual(r, {"count": 537})
+        self.c.control("POST", "seed", {"resource": "calls", "count": 3,
+                                        "object": {"company_id": "COM2",
+                                                   "start_time": "2026-11-20T10:00:00.000-05:00"}})
+        r = self.c.get(A("calls.json") + "?per_page=251")
+        self.assertEqual((r.status, r.json), (400, {"error": "per_page must be less than or equal to 250"}))
+        r = self.c.get(A("calls.json"))
+        self.assertEqual((r.json["per_page"], r.json["total_pages"], r.json["total_records"],
+                          len(r.json["calls"])), (100, 6, 540, 100))
+        r = self.c.get(A("calls.json") + "?per_page=250&page=3&company_id=COM1")
+        self.assertEqual((r.json["page"], r.json["total_pages"], r.json["total_records"],
+                          len(r.json["calls"])), (3, 3, 537, 37))
+        r = self.c.get(A("calls.json") + "?start_date=2026-11-01&end_date=2026-11-30")
+        self.assertEqual(r.json["total_records"], 3)
+        r = self.c.get(A("calls.json") + "?per_page=1&fields=id,milestones")
+        self.assertEqual(r.json["calls"][0]["milestones"], None)
+        r = self.c.get(A("calls.json") + "?search=caller%2012")
+        self.assertEqual(sorted(c["customer_name"] for c in r.json["calls"]),
+                         ["Caller 12", "Caller 120", "Caller 121", "Caller 122", "Caller 123",
+                          "Caller 124", "Caller 125", "Caller 126", "Caller 127", "Caller 128",
+                          "Caller 129"])
+
+    def test_calls_relative_pagination(self):
+        self.c.control("POST", "seed", {"resource": "calls", "count": 5, "object": {}})
+        url, seen, pages = A("calls.json") + "?relative_pagination=true&per_page=2", [], 0
+        while url:
+            r = self.c.get(url.replace("http://127.0.0.1:%d" % self.port, ""))
+            self.assertEqual(r.status, 200)
+            self.assertNotIn("total_pages", r.json)
+            seen += [c["id"] for c in r.json["calls"]]
+            pages += 1
+            self.assertEqual(r.json["has_next_page"], r.json["next_page"] is not None)
+            url = r.json["next_page"]
+            if url:
+                self.assertTrue(url.startswith("http://127.0.0.1:%d/v3/a/" % self.port), url)
+                self.assertIn("offset=%d" % pages, url)
+        self.assertEqual((pages, len(set(seen))), (3, 5))
+        self.config({"next_page_origin": "http://127.0.0.2:9"})
+        r = self.c.get(A("calls.json") + "?relative_pagination=true&per_page=2")
+        self.assertTrue(r.json["next_page"].startswith("http://127.0.0.2:9/v3/a/"))
+
+    def test_accounts_paging_and_padding(self):
+        accounts = [{"id": "ACC%032d" % i, "name": "A%d" % i} for i in range(1, 6)]
+        self.config({"accounts": accounts, "account_padding": 1000,
+                     "tokens": {"test-token": {"accounts": [a["id"] for a in accounts]}}})
+        r = self.c.get("/v3/a.json?per_page=2&page=3")
+        self.assertEqual((r.json["total_pages"], [a["id"] for a in r.json["accounts"]]),
+                         (3, [accounts[4]["id"]]))
+        self.assertEqual(r.json["accounts"][0]["padding"], "x" * 1000)
+        self.config({"generated_accounts": 30000, "account_padding": 0})
+        r = self.c.get("/v3/a.json?per_page=250&page=121")
+        self.assertEqual((r.json["total_pages"], r.json["total_records"], len(r.json["accounts"])),
+                         (121, 30005, 5))
+        self.assertEqual(r.json["accounts"][-1]["id"], "ACC9%031d" % 30000)
+
     def test_text_messages(self):
         r = self.c.post(A("text-messages.json"), SMS, token="limited-token")
         self.assertEqual((r.status, r.json), (403, {"error": MSG_403}))

@@ -4,7 +4,10 @@
 # Properties checked, against the fake's request log:
 #   - SELECT id, name, numeric_id returns exactly the fake's accounts that
 #     `test-token` can see, from GET /v3/a.json with the credential's token;
-#   - every page is read when there are more accounts than fit in one;
+#   - every page is read when there are more accounts than fit in one,
+#     also past 100 pages (0.1.0 stopped there without a word);
+#   - pages are streamed: 12 pages of 6 MB each (75 MB of accounts) are
+#     read with a peak RSS far below their sum;
 #   - a wrong token is an SQL error naming 401;
 #   - an unknown or NULL credential is an SQL error naming it, and nothing
 #     is sent;
@@ -42,7 +45,7 @@ def test_accounts_reads_every_page(ctx):
     assert rows == accounts, (len(rows), rows[:2])
     log = ctx.fake.log()
     assert [(e["path"], e["status"]) for e in log] == [("/v3/a.json", 200)] * 2, log
-    pages = [dict(p.split("=") for p in e["query"].split("&"))["page"] for e in log]
+    pages = [dict(p.split("=") for p in e["query"].split("&")).get("page", "1") for e in log]
     assert pages == ["1", "2"], pages
     assert sum(len(json.loads(e["response"])["accounts"]) for e in log) == 300
 
@@ -63,3 +66,35 @@ def test_accounts_of_an_unknown_or_null_credential_is_an_sql_error_naming_it(ctx
     rows, rest = run(ctx, "", ACCOUNTS_Q % "NULL", expect_error=True)
     assert rows == [] and "error" in rest.lower() and "credential" in rest, rest
     assert ctx.fake.log() == []
+
+
+def test_accounts_follows_every_page_past_100(ctx):
+    ctx.fake.config(generated_accounts=101 * 250 + 1)
+    rows, _ = run(ctx, "", "SELECT count(*) AS n, count(DISTINCT id) AS d, max(id) AS last"
+                           " FROM callrail_accounts('fake');")
+    assert rows == [{"n": 101 * 250 + 2, "d": 101 * 250 + 2, "last": "ACC9%031d" % (101 * 250 + 1)}]
+    assert len(ctx.fake.log()) == 102
+
+
+def peak_rss_kib(out):
+    """The VmHWM the script printed (its last line)."""
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("VmHWM:")]
+    return int(line.split()[1])
+
+
+def test_accounts_streams_big_pages_in_bounded_memory(ctx):
+    # 3,000 accounts of 25 kB: 12 pages of 6.25 MB, 75 MB in all.  Holding
+    # them all (as 0.1.0 did, with copies) needs several times that; one page
+    # at a time needs a few times one page.
+    ctx.fake.config(generated_accounts=3000, account_padding=25000)
+    script = (ctx.setup_credential() + "SELECT count(*), sum(length(json)) > 75000000"
+              " FROM callrail_accounts('fake');\n"
+              ".system grep VmHWM /proc/$PPID/status\n")
+    _, out = ctx.sql(script)
+    assert "3001|1" in out, out
+    kib = peak_rss_kib(out)
+    print("     peak RSS reading 75 MB of accounts: %d MiB" % (kib // 1024), flush=True)
+    assert kib < 60 * 1024, "peak RSS %d MiB" % (kib // 1024)
+
+
+test_accounts_streams_big_pages_in_bounded_memory.slow = True

@@ -2,7 +2,7 @@
 -- (SQLITE_INNOCUOUS 0x200000 + SQLITE_DETERMINISTIC 0x800, not DIRECTONLY),
 -- every other function is SQLITE_DIRECTONLY (0x80000 = 524288 in the flags
 -- column of pragma_function_list), and the modules are exactly
--- callrail_accounts, callrail_preview and callrail_send.
+-- callrail_accounts, callrail_get, callrail_preview and callrail_send.
 .headers on
 .mode list
 SELECT name, narg,
