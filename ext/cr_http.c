@@ -86,6 +86,7 @@ struct cr_http {
   pthread_cond_t workerCond; /* the worker may have something to drive */
   int eDriver;               /* CR_DRIVER_* */
   int anyActive;             /* nActive > 0 when the caller last left */
+  int workerIdle;            /* the worker sleeps until signalled */
   int callerBusy;            /* the caller is driving, in a call */
   int callerWants;           /* the caller waits to take it back */
   sqlite3_int64 tBusyUntil;  /* monotonic ms that call ends at the latest */
@@ -676,8 +677,10 @@ static void cr_caller_enter(cr_http *p, sqlite3_int64 tUntil) {
 ** again within CR_TAKEOVER_MS, the worker takes over. */
 static void cr_caller_leave(cr_http *p) {
   pthread_mutex_lock(&p->mutex);
-  if (!p->anyActive && p->nActive > 0) {
-    pthread_cond_signal(&p->workerCond); /* it slept: nothing was running */
+  if (p->workerIdle && p->nActive > 0) {
+    /* It slept with nothing to watch (nothing ran, or it just handed the
+    ** multi handle back): it must time the caller's absence again. */
+    pthread_cond_signal(&p->workerCond);
   }
   p->anyActive = p->nActive > 0;
   p->callerBusy = 0;
@@ -743,7 +746,9 @@ static void *cr_worker_main(void *pArg) {
       p->anyActive = p->nActive > 0;
       pthread_cond_signal(&p->callerCond);
     } else {
+      p->workerIdle = ms < 0;
       cr_cond_wait_ms(&p->workerCond, &p->mutex, ms);
+      p->workerIdle = 0;
     }
   }
   pthread_mutex_unlock(&p->mutex);
