@@ -325,6 +325,20 @@ static void cr_test_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 }
 
 /* ------------------------------------------------------------------------
+** callrail_resolve(response_id, outcome [, remote_id]): cr_resolve.c.
+*/
+static void cr_resolve_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  char *zErr = 0;
+  const char *zState = 0;
+  int rc = cr_resolve(cr_ctx_conn(ctx), argc, argv, &zState, &zErr);
+  if (rc != SQLITE_OK) {
+    cr_fail(ctx, "callrail_resolve", zErr, rc);
+  } else {
+    sqlite3_result_text(ctx, zState, -1, SQLITE_STATIC);
+  }
+}
+
+/* ------------------------------------------------------------------------
 ** Registration
 */
 #define CR_SIDE_EFFECTS (SQLITE_UTF8 | SQLITE_DIRECTONLY)
@@ -343,6 +357,8 @@ static const struct {
     {"callrail_destination", 2, CR_SIDE_EFFECTS, cr_destination_func},
     {"callrail_activate", 1, CR_SIDE_EFFECTS, cr_activate_func},
     {"callrail_deactivate", 1, CR_SIDE_EFFECTS, cr_deactivate_func},
+    {"callrail_resolve", 2, CR_SIDE_EFFECTS, cr_resolve_func},
+    {"callrail_resolve", 3, CR_SIDE_EFFECTS, cr_resolve_func},
     {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE_COMPAT, cr_test_func},
 };
 

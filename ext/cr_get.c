@@ -591,8 +591,8 @@ void cr_pager_close(cr_pager *p) {
   if (p->pStore && p->iRun) {
     char *zErr = 0;
     /* A read the caller stopped early (LIMIT) is done: nothing is owed. */
-    cr_store_run_end(p->pStore, p->iRun, &p->counts, p->zStatus ? p->zStatus : "done",
-                     p->zEndError, &zErr);
+    cr_store_run_end(p->pStore, p->iRun, &p->counts, p->zStatus ? p->zStatus : "done", p->zEndError,
+                     &zErr);
     sqlite3_free(zErr);
   }
   sqlite3_free(p->zEndError);

@@ -239,7 +239,14 @@ void cr_identity_close(cr_identity *p);
 /* The identity of a request as 16 hex digits (zBody NULL: no body), or
 ** NULL when out of memory. */
 char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, const char *zBody);
-
+/* Recomputes the identity of every delivered key from the request that
+** delivered it (an upgrade from schema 1). */
+int cr_identity_rehash_delivered(sqlite3 *db, char **pzErr);
+/* Records every key of response iResponseId as delivered by it, with its
+** identity recomputed from the stored request (callrail_resolve); a key
+** delivered later by another request keeps that delivery. */
+int cr_identity_deliver(sqlite3 *db, sqlite3_int64 iResponseId, const char *zRemoteId,
+                        char **pzErr);
 
 /* ------------------------------------------------------------------------
 ** Key sets (cr_keyset.c): sets of text keys kept in a temporary database.
@@ -564,6 +571,8 @@ int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
                     char **pzErr);
 /* Commits the writes made since the last commit (no-op when none). */
 int cr_store_flush(cr_store *p, char **pzErr);
+/* Drops the writes made since the last commit (its own connection only). */
+void cr_store_rollback(cr_store *p);
 /* The same, only if the open transaction is older than ms. */
 int cr_store_flush_stale(cr_store *p, int ms, char **pzErr);
 /* Records an invalid record (never sent). */
@@ -576,6 +585,10 @@ int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const c
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr);
 int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr);
 int cr_register_accounts(sqlite3 *db, cr_conn *pConn, char **pzErr);
+
+/* callrail_resolve(response_id, outcome [, remote_id]) (cr_resolve.c);
+** *pzState receives the row's new state. */
+int cr_resolve(cr_conn *pConn, int argc, sqlite3_value **argv, const char **pzState, char **pzErr);
 
 /* Releases one reference to pConn (a module or function destructor). */
 void cr_conn_unref(void *pConn);

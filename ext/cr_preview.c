@@ -33,7 +33,7 @@ typedef struct cr_preview_cursor {
 } cr_preview_cursor;
 
 #define CR_PREVIEW_SCHEMA                                                                          \
-  "CREATE TABLE x(batch, records, method, url, headers, body, error,"                              \
+  "CREATE TABLE x(batch, records, method, url, headers, body, error, state, record_key,"           \
   " destination HIDDEN, query HIDDEN, \"limit\" HIDDEN)"
 #define CR_PREVIEW_BATCH 0
 #define CR_PREVIEW_RECORDS 1
@@ -42,9 +42,11 @@ typedef struct cr_preview_cursor {
 #define CR_PREVIEW_HEADERS 4
 #define CR_PREVIEW_BODY 5
 #define CR_PREVIEW_ERROR 6
-#define CR_PREVIEW_DESTINATION 7
-#define CR_PREVIEW_QUERY 8
-#define CR_PREVIEW_LIMIT 9
+#define CR_PREVIEW_STATE 7
+#define CR_PREVIEW_RECORD_KEY 8
+#define CR_PREVIEW_DESTINATION 9
+#define CR_PREVIEW_QUERY 10
+#define CR_PREVIEW_LIMIT 11
 
 static void cr_preview_reset(cr_preview_cursor *pCur) {
   cr_request_free(pCur->pReq);
@@ -99,6 +101,7 @@ static int cr_preview_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *i
   rc = cr_schema_ensure(pConn, &zErr);
   if (rc == SQLITE_OK) rc = cr_dest_load(pConn->db, azArg[0], &pCur->pDest, 0, &zErr);
   if (rc == SQLITE_OK) rc = cr_cred_load_public(pConn->db, pCur->pDest->zCredential, &pCred, &zErr);
+  if (rc == SQLITE_OK) rc = cr_dest_check_cred(pCur->pDest, pCred, &zErr);
   if (rc == SQLITE_OK) {
     rc =
         cr_pipeline_open(pConn->db, pCur->pDest, pCred->zApiBase, azArg[1], 0, &pCur->pPipe, &zErr);
@@ -118,9 +121,16 @@ static int cr_preview_eof(sqlite3_vtab_cursor *cur) {
   return ((cr_preview_cursor *)cur)->pReq == 0;
 }
 
+/* What a send would do with the row: send it, or not (invalid, or a
+** delivered record that changed and sync "new" leaves alone). */
+static const char *cr_preview_state(const cr_request *pReq) {
+  return pReq->isChanged ? "changed" : pReq->zError ? "invalid" : "send";
+}
+
 static int cr_preview_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   cr_preview_cursor *pCur = (cr_preview_cursor *)cur;
   const cr_request *pReq = pCur->pReq;
+  if (pReq->isChanged && i >= CR_PREVIEW_METHOD && i <= CR_PREVIEW_BODY) return SQLITE_OK;
   switch (i) {
   case CR_PREVIEW_BATCH:
     if (pReq->iBatch > 0) sqlite3_result_int64(ctx, pReq->iBatch);
@@ -145,6 +155,12 @@ static int cr_preview_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int
     break;
   case CR_PREVIEW_ERROR:
     sqlite3_result_text(ctx, pReq->zError, -1, SQLITE_TRANSIENT);
+    break;
+  case CR_PREVIEW_STATE:
+    sqlite3_result_text(ctx, cr_preview_state(pReq), -1, SQLITE_STATIC);
+    break;
+  case CR_PREVIEW_RECORD_KEY:
+    sqlite3_result_text(ctx, pReq->zRecordKey, -1, SQLITE_TRANSIENT);
     break;
   default:
     break; /* hidden columns read back as NULL */

@@ -96,61 +96,13 @@ static int cr_schema_check_tables(sqlite3 *db, char **pzErr) {
 ** Upgrades
 */
 
-/* callrail_delivered.record_hash is recomputed with the request identity
-** of ext/cr_identity.c, from the request that delivered each key: its
-** method and URL, and its body - for a batch, the key's element of the
-** array (unwrapped by the destination's batch.wrap). */
-static const char cr_sql_rehash[] =
-    "UPDATE callrail_delivered AS d SET record_hash = callrail_migrate_identity(x.method, x.url,"
-    " x.body) FROM (SELECT d2.destination AS dest, d2.record_key AS rkey, r.method, r.url,"
-    "  CASE WHEN r.method = 'DELETE' OR r.request_body IS NULL THEN NULL"
-    "   WHEN json_type(r.request_body) = 'array'"
-    "    THEN json_extract(r.request_body, '$[' || k.key || ']')"
-    "   WHEN c.wrap IS NOT NULL AND json_type(r.request_body, '$.\"' || c.wrap || '\"') = 'array'"
-    "    THEN json_extract(r.request_body, '$.\"' || c.wrap || '\"[' || k.key || ']')"
-    "   ELSE r.request_body END AS body"
-    "  FROM callrail_delivered d2 JOIN callrail_responses r ON r.id = d2.response_id"
-    "  LEFT JOIN (SELECT name, json_extract(config, '$.batch.wrap') AS wrap"
-    "   FROM callrail_destinations) c ON c.name = d2.destination"
-    "  LEFT JOIN json_each(CASE WHEN json_valid(r.record_keys) THEN r.record_keys END) k"
-    "   ON k.value = d2.record_key) x"
-    " WHERE d.destination = x.dest AND d.record_key = x.rkey";
-
-static void cr_migrate_identity_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  cr_identity *p = (cr_identity *)sqlite3_user_data(ctx);
-  char *zHash = cr_identity_hash(p, (const char *)sqlite3_value_text(argv[0]),
-                                 (const char *)sqlite3_value_text(argv[1]),
-                                 (const char *)sqlite3_value_text(argv[2]));
-  (void)argc;
-  if (zHash == 0) {
-    sqlite3_result_error_nomem(ctx);
-  } else {
-    sqlite3_result_text(ctx, zHash, -1, sqlite3_free);
-  }
-}
-
-/* Recomputes every delivered key's identity (schema 2). */
-static int cr_schema_rehash(sqlite3 *db, char **pzErr) {
-  cr_identity *pIdent = 0;
-  int rc = cr_identity_open(db, &pIdent, pzErr);
-  if (rc == SQLITE_OK) {
-    rc = sqlite3_create_function(db, "callrail_migrate_identity", 3, SQLITE_UTF8, pIdent,
-                                 cr_migrate_identity_func, 0, 0);
-    if (rc != SQLITE_OK) cr_set_error(pzErr, "%s", sqlite3_errmsg(db));
-  }
-  if (rc == SQLITE_OK) rc = cr_exec(db, cr_sql_rehash, pzErr);
-  sqlite3_create_function(db, "callrail_migrate_identity", 3, SQLITE_UTF8, 0, 0, 0, 0);
-  cr_identity_close(pIdent);
-  return rc;
-}
-
 /* Brings a database of version iFrom (>= 1) up to CR_SCHEMA_VERSION. */
 static int cr_schema_upgrade(sqlite3 *db, int iFrom, char **pzErr) {
   int rc = SQLITE_OK;
   int v;
   for (v = iFrom + 1; rc == SQLITE_OK && v <= CR_SCHEMA_VERSION; v++) {
     rc = cr_exec(db, cr_migrations[v], pzErr);
-    if (rc == SQLITE_OK && v == 2) rc = cr_schema_rehash(db, pzErr);
+    if (rc == SQLITE_OK && v == 2) rc = cr_identity_rehash_delivered(db, pzErr);
     if (rc != SQLITE_OK) {
       char *zWhy = *pzErr;
       *pzErr = 0;

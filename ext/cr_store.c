@@ -299,6 +299,11 @@ int cr_store_flush(cr_store *p, char **pzErr) {
   return rc;
 }
 
+void cr_store_rollback(cr_store *p) {
+  if (p->inTxn) cr_exec(p->db, "ROLLBACK", 0);
+  p->inTxn = 0;
+}
+
 int cr_store_flush_stale(cr_store *p, int ms, char **pzErr) {
   return p->inTxn && cr_now_ms() - p->tTxn >= ms ? cr_store_flush(p, pzErr) : SQLITE_OK;
 }
