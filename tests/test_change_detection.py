@@ -77,13 +77,15 @@ def test_rerun_with_key_of_unchanged_records_sends_nothing(ctx):
 
 
 def test_after_5_of_20_records_change_exactly_those_5_are_sent(ctx):
+    # sync "changed" sends changed records again (a POST's default, "new",
+    # would not: test_sync.py covers that)
     make_table(ctx, 20)
-    rows, log, _ = send_again(ctx, keyed_dest())
+    rows, log, _ = send_again(ctx, keyed_dest(sync="changed"))
     assert len(rows) == 20 and len(log) == 20
     first = delivered(ctx)
     changed = {3, 6, 9, 12, 15}
     ctx.rows("UPDATE recs SET name = name || ' v2' WHERE id IN (%s)" % ",".join(map(str, changed)))
-    rows, log, r2 = send_again(ctx, keyed_dest())
+    rows, log, r2 = send_again(ctx, keyed_dest(sync="changed"))
     assert len(rows) == 5 and len(log) == 5
     assert sorted(json.loads(e["body"])["name"] for e in log) == sorted(
         "Shop %d v2" % i for i in changed)
@@ -99,7 +101,7 @@ def test_after_5_of_20_records_change_exactly_those_5_are_sent(ctx):
         else:
             assert d == first[k], (d, first[k])
     # and a third run sends nothing again
-    rows, log, r3 = send_again(ctx, keyed_dest())
+    rows, log, r3 = send_again(ctx, keyed_dest(sync="changed"))
     assert rows == [] and log == []
     assert_run(r3, records=20, skipped=20, requests=0)
 

@@ -203,6 +203,8 @@ def test_callrail_api_base_with_a_ca_file_of_the_file_is_refused(ctx):
         outs = run_cases(ctx, "", ["SELECT id FROM callrail_accounts('cr');"], env=env,
                          one_each=True)
         assert "Nothing was sent" not in outs[0], outs
-        assert listener.log == [("CONNECT", "api.callrail.com:443", None)], listener.log
+        # (a read retries a refused connect: every attempt went there)
+        assert listener.log and set(listener.log) == {("CONNECT", "api.callrail.com:443", None)}, (
+            listener.log)
     finally:
         listener.close()
