@@ -20,7 +20,7 @@
 #include "sqlite3ext.h"
 #include <curl/curl.h>
 
-#define CR_VERSION "0.1.0"
+#define CR_VERSION "0.2.0"
 #define CR_USER_AGENT "callrail-sqlite/" CR_VERSION
 
 /* Response bodies larger than this are cut off with an error (the
