@@ -315,7 +315,7 @@ static const struct {
     {"callrail_destination", 2, CR_SIDE_EFFECTS, cr_destination_func},
     {"callrail_activate", 1, CR_SIDE_EFFECTS, cr_activate_func},
     {"callrail_deactivate", 1, CR_SIDE_EFFECTS, cr_deactivate_func},
-    {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE_COMPAT, cr_test_func},
+    {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE, cr_test_func},
 };
 
 static int cr_register_functions(sqlite3 *db, cr_conn *pConn, char **pzErr) {
@@ -341,10 +341,8 @@ static void cr_enable_wal(sqlite3 *db) {
   }
 }
 
-#ifdef _WIN32
-__declspec(dllexport)
-#endif
-    int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+CALLRAIL_EXPORT int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg,
+                                          const sqlite3_api_routines *pApi) {
   int rc = SQLITE_OK;
   char *zErr = 0;
   cr_conn *pConn;

@@ -172,7 +172,24 @@ static const cr_tvf_def cr_accounts_def = {"callrail_accounts",
                                            1,
                                            1,
                                            {"credential name"}};
-static sqlite3_module cr_accounts_module = CR_TVF_MODULE(cr_accounts);
+
+/* The table-valued function's module.  Designated initialisers leave
+** every slot not named here NULL, whatever SQLite's headers add (3.44
+** added xIntegrity): callrail_accounts is eponymous-only, read-only and has no
+** transactions, so xCreate, xDestroy, xUpdate .. xIntegrity stay NULL. */
+static sqlite3_module cr_accounts_module = {
+    .iVersion = 0,                    /* no xSavepoint and later slots */
+    .xConnect = cr_tvf_connect,       /* shared skeleton (cr_vtab.c) */
+    .xBestIndex = cr_tvf_best_index,  /* arguments by HIDDEN column */
+    .xDisconnect = cr_tvf_disconnect, /* frees the vtab */
+    .xOpen = cr_tvf_open,             /* a cursor of the def's size */
+    .xClose = cr_accounts_close,      /* this module's cursor */
+    .xFilter = cr_accounts_filter,    /* does the work of one call */
+    .xNext = cr_accounts_next,        /* the next result row */
+    .xEof = cr_accounts_eof,          /* no more rows */
+    .xColumn = cr_accounts_column,    /* one result column */
+    .xRowid = cr_tvf_rowid,           /* the row counter */
+};
 
 int cr_register_accounts(sqlite3 *db, cr_conn *pConn, char **pzErr) {
   return cr_tvf_register(db, pConn, &cr_accounts_def, &cr_accounts_module, pzErr);
