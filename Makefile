@@ -122,6 +122,10 @@ $(BUILD)/asan/embed_test: tests/embed_test.c $(SRCS) $(HDRS) | deps
 $(BUILD)/embed: examples/embed.c $(BUILD)/libcallrail.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libcallrail.a $(EMBED_LIBS)
 
+# A test-only extension: slow_sql_sleep_ms(N) makes a user's query slow.
+$(BUILD)/slow_sql.so: tests/slow_sql.c | deps
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $<
+
 $(BUILD)/unit/config_test: tests/unit/config_test.c ext/cr_config.c ext/cr_util.c $(HDRS) | deps
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DSQLITE_CORE -o $@ tests/unit/config_test.c \
@@ -135,7 +139,7 @@ demo: test-deps
 # suites in parallel too (and builds build/compat itself, in parallel).
 JOBS ?= 2
 test-build: all asan $(BUILD)/embed_test $(BUILD)/asan/embed_test $(BUILD)/embed \
-            $(BUILD)/unit/config_test
+            $(BUILD)/unit/config_test $(BUILD)/slow_sql.so
 
 test: test-deps
 	@$(MAKE) --no-print-directory -j$(JOBS) test-build
