@@ -53,3 +53,12 @@ $(COMPAT_DIR)/callrail.so: $(SRCS) $(HDRS) $(COMPAT_SRC)/sqlite3.c | deps
 	$(CC) -I$(COMPAT_SRC) $(ALL_CFLAGS) -MM ext/callrail.c | grep -q '$(COMPAT_SRC)/sqlite3ext.h' || \
 	  { echo "compat: $(COMPAT_SRC)/sqlite3ext.h was not used"; exit 1; }
 	$(CC) -I$(COMPAT_SRC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(PKG_LIBS) -lpthread
+
+# The README's Node snippet through better-sqlite3 (its own SQLite): not
+# part of make test, see tests/compat/node_load.js.  Cached in build/compat.
+.PHONY: compat-node
+compat-node: callrail.so
+	@mkdir -p $(COMPAT_DIR)/node
+	[ -d $(COMPAT_DIR)/node/node_modules/better-sqlite3 ] || (cd $(COMPAT_DIR)/node && \
+	  npm install --silent --no-audit --no-fund $(COMPAT_PKG:better-sqlite3-%=better-sqlite3@%))
+	NODE_PATH=$(abspath $(COMPAT_DIR)/node/node_modules) node tests/compat/node_load.js $(abspath callrail)
