@@ -12,8 +12,8 @@
 #
 # `deps` (every compile needs it) only checks the build dependencies and
 # names what is missing with the apt-get command; it never installs.
-# `test-deps` (make demo, make test) installs what the tests need with
-# apt-get when run as root, or names it.
+# `demo-deps` and `test-deps` (make demo, make test) install what those
+# need with apt-get when run as root, or name it.
 
 CC      ?= gcc
 BUILD   := build
@@ -46,37 +46,45 @@ SRCS := ext/callrail.c ext/cr_util.c ext/cr_keyset.c ext/cr_config.c ext/cr_cred
         ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c
 HDRS := ext/cr_internal.h include/callrail.h $(BUILD)/cr_schema_sql.h
 
-.PHONY: all deps test-deps demo test test-build install uninstall lint clean asan
+.PHONY: all deps demo-deps test-deps demo test test-build install uninstall lint clean asan
 
 all: callrail.so $(BUILD)/libcallrail.a
 
 # Build dependencies: a C compiler, pkg-config and the two -dev packages.
 deps:
-	@missing=""; \
+	@missing=""; has() { printf '#include <%s>\n' $$1 | $(CC) -E - >/dev/null 2>&1; }; \
 	command -v $(CC) >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	if command -v pkg-config >/dev/null 2>&1; then \
 	  pkg-config --exists sqlite3 || missing="$$missing libsqlite3-dev"; \
 	  pkg-config --exists libcurl || missing="$$missing libcurl4-openssl-dev"; \
-	else missing="$$missing pkg-config libsqlite3-dev libcurl4-openssl-dev"; fi; \
+	else \
+	  missing="$$missing pkg-config"; \
+	  has sqlite3.h || missing="$$missing libsqlite3-dev"; \
+	  has curl/curl.h || missing="$$missing libcurl4-openssl-dev"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "make: missing build dependencies:$$missing; run:"; \
 	  echo "  sudo apt-get install -y$$missing"; exit 1; \
 	fi
 
 # What make demo and make test run besides the build: installed with
-# apt-get as root, otherwise named.
-test-deps:
+# apt-get (with the build dependencies) as root, otherwise named.
+demo-deps: TOOLS := sqlite3 python3
+demo-deps: DEBPKGS := $(BUILD_DEBPKGS) sqlite3 python3
+test-deps: TOOLS := sqlite3 python3 valgrind npm
+test-deps: DEBPKGS := $(TEST_DEBPKGS)
+demo-deps test-deps:
 	@missing=""; \
-	for c in $(CC) pkg-config sqlite3 python3 valgrind npm; do \
+	for c in $(CC) pkg-config $(TOOLS); do \
 	  command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "test-deps: installing $(TEST_DEBPKGS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBPKGS) >/dev/null || exit 1; \
+	    echo "$@: installing $(DEBPKGS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBPKGS) >/dev/null || exit 1; \
 	  else \
-	    echo "test-deps: missing test dependencies; run:"; \
-	    echo "  sudo apt-get install -y $(TEST_DEBPKGS)"; exit 1; \
+	    echo "$@: missing some of $(TOOLS) or the build dependencies; run:"; \
+	    echo "  sudo apt-get install -y $(DEBPKGS)"; exit 1; \
 	  fi; \
 	fi
 
@@ -131,7 +139,7 @@ $(BUILD)/unit/config_test: tests/unit/config_test.c ext/cr_config.c ext/cr_util.
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DSQLITE_CORE -o $@ tests/unit/config_test.c \
 	  ext/cr_config.c ext/cr_util.c $(EMBED_LIBS)
 
-demo: test-deps
+demo: demo-deps
 	@$(MAKE) --no-print-directory all
 	sh examples/demo.sh
 
