@@ -82,6 +82,12 @@ class Fake:
     def state(self):
         return self.call("GET", "/__fake/state")
 
+    def quiesce(self):
+        """Returns once every connection to the fake is closed and what came
+        through them is handled and logged (after a shell exited or was
+        killed: nothing is still on its way)."""
+        self.call("GET", "/__fake/quiesce")
+
     def stop(self):
         self.proc.terminate()
         try:
