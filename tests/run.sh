@@ -81,7 +81,7 @@ echo "== running $(echo $SUITES | wc -w) suites, ${JOBS:-2} at a time"
 printf '%s\n' $SUITES | xargs -P "${JOBS:-2}" -I{} sh tests/run.sh --suite {}
 
 for s in $SUITES; do
-  if grep -Eq '^(FAIL|     )' "tests/tmp/$s.out" 2>/dev/null || [ "$(cat "tests/tmp/$s.rc" 2>/dev/null)" != 0 ]; then
+  if grep -q '^FAIL' "tests/tmp/$s.out" 2>/dev/null || [ "$(cat "tests/tmp/$s.rc" 2>/dev/null)" != 0 ]; then
     echo "== $s: failures"
     grep -E '^(FAIL|     )' "tests/tmp/$s.out" | head -n 60
     tail -n 5 "tests/tmp/$s.out"
