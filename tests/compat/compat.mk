@@ -30,7 +30,8 @@ compat: $(COMPAT_LIBS) $(COMPAT_DIR)/callrail.so
 $(COMPAT_DIR)/$(COMPAT_PKG).tgz:
 	@mkdir -p $(COMPAT_DIR)
 	@command -v npm >/dev/null 2>&1 || { echo "compat: npm is missing (apt-get install npm)"; exit 1; }
-	cd $(COMPAT_DIR) && npm pack --silent $(COMPAT_PKG:better-sqlite3-%=better-sqlite3@%) >/dev/null
+	cd $(COMPAT_DIR) && npm pack --loglevel=error $(COMPAT_PKG:better-sqlite3-%=better-sqlite3@%) \
+	  >/dev/null || { echo "compat: npm pack failed; the npm registry must be reachable"; exit 1; }
 
 $(COMPAT_SRC)/sqlite3.c: $(COMPAT_DIR)/$(COMPAT_PKG).tgz
 	@mkdir -p $(COMPAT_SRC)
