@@ -66,7 +66,9 @@ class Fake:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        # A guard against a hung fake, not a deadline: the log of a 100k
+        # record run takes the fake many seconds to serialise on a busy machine.
+        with urllib.request.urlopen(req, timeout=300) as resp:
             return json.loads(resp.read() or b"null")
 
     def reset(self):
