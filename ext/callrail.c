@@ -359,7 +359,7 @@ static const struct {
     {"callrail_deactivate", 1, CR_SIDE_EFFECTS, cr_deactivate_func},
     {"callrail_resolve", 2, CR_SIDE_EFFECTS, cr_resolve_func},
     {"callrail_resolve", 3, CR_SIDE_EFFECTS, cr_resolve_func},
-    {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE_COMPAT, cr_test_func},
+    {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE, cr_test_func},
 };
 
 static int cr_register_functions(sqlite3 *db, cr_conn *pConn, char **pzErr) {
@@ -385,10 +385,8 @@ static void cr_enable_wal(sqlite3 *db) {
   }
 }
 
-#ifdef _WIN32
-__declspec(dllexport)
-#endif
-    int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+CALLRAIL_EXPORT int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg,
+                                          const sqlite3_api_routines *pApi) {
   int rc = SQLITE_OK;
   char *zErr = 0;
   cr_conn *pConn;

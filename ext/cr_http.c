@@ -38,6 +38,11 @@
 #include "cr_internal.h"
 SQLITE_EXTENSION_INIT3
 
+/* CURLOPT_PROTOCOLS_STR (below) is 7.85.0's; CURLOPT_PREREQFUNCTION 7.80's. */
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "callrail needs libcurl >= 7.85.0 (CURLOPT_PROTOCOLS_STR); these headers are older"
+#endif
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>

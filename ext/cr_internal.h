@@ -598,10 +598,14 @@ void cr_conn_unref(void *pConn);
 int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **pzResult,
                    char **pzErr);
 
+/* Functions that call sqlite3_result_subtype() must say so, or a SQLite
+** built with SQLITE_STRICT_SUBTYPE=1 raises an error after they ran.  The
+** flag is 3.45's; with older headers it gets its real value, so the module
+** built here still declares it when loaded into a newer SQLite, and older
+** ones ignore the bit (sqlite3CreateFunc masks the flags it knows). */
 #ifndef SQLITE_RESULT_SUBTYPE
-#define SQLITE_RESULT_SUBTYPE 0 /* SQLite before 3.45 has no such flag */
+#define SQLITE_RESULT_SUBTYPE 0x001000000
 #endif
-#define SQLITE_RESULT_SUBTYPE_COMPAT SQLITE_RESULT_SUBTYPE
 
 /* The skeleton of the table-valued functions (cr_vtab.c).  Each module
 ** describes itself with a cr_tvf_def; xConnect, xBestIndex, xDisconnect,
@@ -641,27 +645,6 @@ int cr_tvf_args(sqlite3_vtab_cursor *cur, int idxNum, sqlite3_value **argv, cons
 int cr_tvf_error(sqlite3_vtab_cursor *cur, char *zErr, int rc);
 int cr_tvf_register(sqlite3 *db, cr_conn *pConn, const cr_tvf_def *pDef, const sqlite3_module *pMod,
                     char **pzErr);
-
-/* The sqlite3_module of table-valued function PREFIX: the shared slots
-** and PREFIX_filter, _next, _eof, _column and _close. */
-#define CR_TVF_MODULE(PREFIX)                                                                      \
-  {                                                                                                \
-    0,                       /* iVersion */                                                        \
-        0,                   /* xCreate: eponymous only */                                         \
-        cr_tvf_connect,      /* xConnect */                                                        \
-        cr_tvf_best_index,   /* xBestIndex */                                                      \
-        cr_tvf_disconnect,   /* xDisconnect */                                                     \
-        0,                   /* xDestroy */                                                        \
-        cr_tvf_open,         /* xOpen */                                                           \
-        PREFIX##_close,      /* xClose */                                                          \
-        PREFIX##_filter,     /* xFilter */                                                         \
-        PREFIX##_next,       /* xNext */                                                           \
-        PREFIX##_eof,        /* xEof */                                                            \
-        PREFIX##_column,     /* xColumn */                                                         \
-        cr_tvf_rowid,        /* xRowid */                                                          \
-        0, 0, 0, 0, 0, 0, 0, /* xUpdate .. xRename: read-only, no transactions */                  \
-        0, 0, 0, 0           /* xSavepoint .. xShadowName */                                       \
-  }
 
 /* Statement helpers shared by the surface modules */
 int cr_prepare(sqlite3 *db, const char *zSql, sqlite3_stmt **ppStmt, char **pzErr);

@@ -175,7 +175,24 @@ static const cr_tvf_def cr_preview_def = {"callrail_preview",
                                           3,
                                           2,
                                           {"destination name", "query", "limit"}};
-static sqlite3_module cr_preview_module = CR_TVF_MODULE(cr_preview);
+
+/* The table-valued function's module.  Designated initialisers leave
+** every slot not named here NULL, whatever SQLite's headers add (3.44
+** added xIntegrity): callrail_preview is eponymous-only, read-only and has no
+** transactions, so xCreate, xDestroy, xUpdate .. xIntegrity stay NULL. */
+static sqlite3_module cr_preview_module = {
+    .iVersion = 0,                    /* no xSavepoint and later slots */
+    .xConnect = cr_tvf_connect,       /* shared skeleton (cr_vtab.c) */
+    .xBestIndex = cr_tvf_best_index,  /* arguments by HIDDEN column */
+    .xDisconnect = cr_tvf_disconnect, /* frees the vtab */
+    .xOpen = cr_tvf_open,             /* a cursor of the def's size */
+    .xClose = cr_preview_close,       /* this module's cursor */
+    .xFilter = cr_preview_filter,     /* does the work of one call */
+    .xNext = cr_preview_next,         /* the next result row */
+    .xEof = cr_preview_eof,           /* no more rows */
+    .xColumn = cr_preview_column,     /* one result column */
+    .xRowid = cr_tvf_rowid,           /* the row counter */
+};
 
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr) {
   return cr_tvf_register(db, pConn, &cr_preview_def, &cr_preview_module, pzErr);

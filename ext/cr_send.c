@@ -145,7 +145,24 @@ static const cr_tvf_def cr_send_def = {"callrail_send",
                                        2,
                                        2,
                                        {"destination name", "query"}};
-static sqlite3_module cr_send_module = CR_TVF_MODULE(cr_send);
+
+/* The table-valued function's module.  Designated initialisers leave
+** every slot not named here NULL, whatever SQLite's headers add (3.44
+** added xIntegrity): callrail_send is eponymous-only, read-only and has no
+** transactions, so xCreate, xDestroy, xUpdate .. xIntegrity stay NULL. */
+static sqlite3_module cr_send_module = {
+    .iVersion = 0,                    /* no xSavepoint and later slots */
+    .xConnect = cr_tvf_connect,       /* shared skeleton (cr_vtab.c) */
+    .xBestIndex = cr_tvf_best_index,  /* arguments by HIDDEN column */
+    .xDisconnect = cr_tvf_disconnect, /* frees the vtab */
+    .xOpen = cr_tvf_open,             /* a cursor of the def's size */
+    .xClose = cr_send_close,          /* this module's cursor */
+    .xFilter = cr_send_filter,        /* does the work of one call */
+    .xNext = cr_send_next,            /* the next result row */
+    .xEof = cr_send_eof,              /* no more rows */
+    .xColumn = cr_send_column,        /* one result column */
+    .xRowid = cr_tvf_rowid,           /* the row counter */
+};
 
 int cr_register_send(sqlite3 *db, cr_conn *pConn, char **pzErr) {
   return cr_tvf_register(db, pConn, &cr_send_def, &cr_send_module, pzErr);
@@ -169,6 +186,10 @@ static int cr_test_result(sqlite3 *db, const cr_outcome *o, char **pzResult, cha
     sqlite3_bind_text(pStmt, 4, o->zError, -1, SQLITE_STATIC);
     if (sqlite3_step(pStmt) == SQLITE_ROW) {
       *pzResult = cr_strdup((const char *)sqlite3_column_text(pStmt, 0));
+      if (*pzResult == 0) {
+        cr_set_error(pzErr, "cannot build the result: out of memory");
+        rc = SQLITE_NOMEM;
+      }
     } else {
       cr_set_error(pzErr, "cannot build the result: %s", sqlite3_errmsg(db));
       rc = SQLITE_ERROR;
@@ -176,6 +197,17 @@ static int cr_test_result(sqlite3 *db, const cr_outcome *o, char **pzResult, cha
   }
   sqlite3_finalize(pStmt);
   return rc;
+}
+
+/* An error once the request has left must not read as "nothing was sent":
+** the user would run callrail_test again and, say, create a second company.
+** So the message says that it was sent, how it ended and where it is. */
+static void cr_test_sent_error(const char *zDest, const cr_outcome *o, char **pzErr) {
+  char *zWhy = *pzErr;
+  *pzErr = sqlite3_mprintf("destination \"%s\": the request was sent (state %s, status %d,"
+                           " callrail_responses id %lld; do not repeat it blindly), then: %s",
+                           zDest, o->zState, o->status, o->iResponseId, zWhy ? zWhy : "failed");
+  sqlite3_free(zWhy);
 }
 
 int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **pzResult,
@@ -194,6 +226,9 @@ int cr_test_record(cr_conn *pConn, const char *zDest, const char *zJson, char **
     cr_outcome *pNone = 0;
     rc = cr_run_step(pRun, &pNone, pzErr);
     cr_outcome_free(pNone);
+  }
+  if (rc != SQLITE_OK && pOut && strcmp(pOut->zState, "invalid") != 0) {
+    cr_test_sent_error(zDest, pOut, pzErr);
   }
   cr_outcome_free(pOut);
   cr_run_close(pRun);

@@ -30,9 +30,20 @@
 extern "C" {
 #endif
 
+/* The entry point is the one symbol the loadable module exports: it is
+** built with -fvisibility=hidden, so everything else stays internal. */
+#if defined(_WIN32)
+#define CALLRAIL_EXPORT __declspec(dllexport)
+#elif defined(__GNUC__)
+#define CALLRAIL_EXPORT __attribute__((visibility("default")))
+#else
+#define CALLRAIL_EXPORT
+#endif
+
 /* Registers the callrail_* functions and tables on db.  Returns SQLITE_OK,
 ** or an error code with a message in *pzErrMsg (free it with sqlite3_free). */
-int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
+CALLRAIL_EXPORT int sqlite3_callrail_init(sqlite3 *db, char **pzErrMsg,
+                                          const sqlite3_api_routines *pApi);
 
 #ifdef __cplusplus
 }

@@ -25,6 +25,7 @@ import math
 import os
 import random
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -1232,11 +1233,25 @@ class App:
         return Resp(204, [], b"")
 
     # -- control endpoints -------------------------------------------------------------------
+    def quiesce(self, params):
+        """GET /__fake/quiesce[?timeout=S]: a barrier.  Answers once no
+        connection but this one is open or waiting to be accepted, i.e. every
+        request a client wrote (even one killed since) is handled and logged;
+        409 after timeout seconds (default 30) if clients stay connected."""
+        deadline = time.time() + float(params.get("timeout", 30))
+        while not self.server.quiet():
+            if time.time() > deadline:
+                return json_resp(409, {"error": "connections still open",
+                                       "open": self.server.open_connections})
+            time.sleep(0.01)
+        return json_resp(200, {"ok": True})
+
     def control(self, method, path, query, body):
         params = dict(parse_qsl(query, keep_blank_values=True))
         name = path[len("/__fake/"):].rstrip("/")
         routes = {"health": ("GET",), "config": ("GET", "POST"), "reset": ("POST",),
-                  "state": ("GET",), "log": ("GET",), "seed": ("POST",), "shutdown": ("POST",)}
+                  "state": ("GET",), "log": ("GET",), "seed": ("POST",), "shutdown": ("POST",),
+                  "quiesce": ("GET",)}
         if name not in routes:
             return json_resp(404, {"error": "Not found"})
         if method not in routes[name]:
@@ -1248,6 +1263,8 @@ class App:
                 data = json.loads(body.decode("utf-8")) if body.strip() else {}
             except (ValueError, UnicodeDecodeError):
                 return json_resp(400, {"error": "control body is not valid JSON"})
+        if name == "quiesce":
+            return self.quiesce(params)
         with self.lock:
             if name == "health":
                 return json_resp(200, {"ok": True})
@@ -1536,8 +1553,26 @@ class Server(ThreadingHTTPServer):
         self.server_name = host
         self.server_port = port
 
+    # Open connections, counted from accept() to the handler's end, under a
+    # lock with the accept so that quiet() sees each connection either in
+    # the listen queue or in the count (for /__fake/quiesce).
+    open_connections = 0
+    open_lock = threading.Lock()
+
+    def quiet(self):
+        with self.open_lock:
+            waiting = select.select([self.socket], [], [], 0)[0]
+            return not waiting and self.open_connections <= 1  # the quiesce call's own
+
+    def shutdown_request(self, request):
+        super().shutdown_request(request)
+        with self.open_lock:
+            self.open_connections -= 1
+
     def get_request(self):
-        sock, addr = self.socket.accept()
+        with self.open_lock:
+            sock, addr = self.socket.accept()
+            self.open_connections += 1
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -1576,6 +1611,7 @@ def main(argv=None):
     app = App(load_config(args.config), args.log)
     server = Server(("127.0.0.1", args.port), Handler)
     server.app = app
+    app.server = server
     port = server.server_address[1]
     stop = threading.Event()
     app.stop_event = stop

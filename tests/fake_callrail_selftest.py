@@ -177,6 +177,18 @@ class FakeCallRailTest(unittest.TestCase):
         self.assertEqual(r.headers.get("content-type"), "application/json; charset=utf-8")
 
     # -- startup and control ---------------------------------------------------------------
+    def test_quiesce_answers_only_once_other_connections_are_closed(self):
+        other = socket.create_connection(("127.0.0.1", self.port))
+        other.sendall(b"GET /__fake/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200", other.recv(4096))  # answered; the connection stays open
+        try:
+            r = self.c.get("/__fake/quiesce?timeout=0.3", token=None)
+            self.assertEqual(r.status, 409, r.text)
+        finally:
+            other.close()
+        r = self.c.get("/__fake/quiesce?timeout=30", token=None)
+        self.assertEqual(r.status, 200, r.text)
+
     def test_readiness_port_file_and_stdout_line(self):
         self.assertEqual(self.port_text, "%d\n" % self.port)
         line = self.proc.stdout.readline()

@@ -56,7 +56,7 @@ def test_kill_9_mid_run_leaves_at_most_concurrency_pending_and_reruns_recover_wi
     wait_for(proc, in_flight(ctx, t_start, 1.5, 8))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    time.sleep(0.3)  # anything already sent reaches the fake
+    ctx.fake.quiesce()  # anything already sent has reached the fake
     log1 = ctx.fake.log()
     table1 = responses(ctx)
     (dead,) = runs(ctx)
@@ -138,7 +138,7 @@ def test_kill_9_of_a_put_run_makes_its_pending_rows_unknown_and_the_rerun_sends_
     wait_for(proc, in_flight(ctx, t_start, 1.0, 4))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    time.sleep(0.3)
+    ctx.fake.quiesce()  # anything already sent has reached the fake
     log1 = ctx.fake.log()
     table1 = responses(ctx)
     pending = [t for t in table1 if t["state"] == "pending"]

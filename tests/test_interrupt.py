@@ -52,7 +52,7 @@ def test_sigint_during_200_slow_posts_stops_within_1s_all_recorded_and_rerun_sen
     proc = ctx.spawn(script_of(ctx, setup, send))
     latency, out, t0 = interrupt_when(ctx, proc, lambda: len(ctx.fake.log()) >= 12)
     assert "interrupted" in out, out
-    time.sleep(0.3)  # anything still travelling would reach the fake by now
+    ctx.fake.quiesce()  # anything still travelling has reached the fake
     log1 = ctx.fake.log()
     table1 = responses(ctx)
     (r1,) = runs(ctx)

@@ -315,7 +315,7 @@ def test_limit_leaves_every_request_that_reached_the_fake_recorded_in_a_final_st
     query = "SELECT * FROM callrail_send('co', %s) LIMIT 3;" % q(names_query(20))
     rows, _ = run(ctx, dest_sql("co", companies_dest(concurrency=4)), query)
     assert len(rows) == 3
-    time.sleep(0.3)  # a request the shell wrote just before exiting is logged by now
+    ctx.fake.quiesce()  # a request the shell wrote just before exiting is logged
     log = ctx.fake.log()
     table = responses(ctx)
     assert [t for t in table if t["state"] == "pending"] == [], table

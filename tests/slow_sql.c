@@ -1,0 +1,34 @@
+/*
+** slow_sql.c - a test-only SQLite extension: slow_sql_sleep_ms(N) sleeps N
+** milliseconds and returns N.
+**
+** Tests that need the user's query to be slow (the extension must keep
+** reading answers while the query computes its next row) put it in that
+** query.  It makes the query slow by a fixed amount whatever the load of
+** the machine, where a calibrated CPU-bound query ran too fast or too slow
+** when other work ran beside it.  Built as build/slow_sql.so by make test.
+*/
+#include <sqlite3ext.h>
+SQLITE_EXTENSION_INIT1
+
+#include <time.h>
+
+static void slow_sql_sleep_ms(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  sqlite3_int64 ms = sqlite3_value_int64(argv[0]);
+  struct timespec ts;
+  (void)argc;
+  ts.tv_sec = (time_t)(ms / 1000);
+  ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+  /* Restarted after a signal, with what is left of the time. */
+  while (ms > 0 && nanosleep(&ts, &ts) != 0) {
+  }
+  sqlite3_result_int64(ctx, ms);
+}
+
+__attribute__((visibility("default"))) int sqlite3_slowsql_init(sqlite3 *db, char **pzErrMsg,
+                                                                const sqlite3_api_routines *pApi) {
+  SQLITE_EXTENSION_INIT2(pApi);
+  (void)pzErrMsg;
+  return sqlite3_create_function(db, "slow_sql_sleep_ms", 1, SQLITE_UTF8, 0, slow_sql_sleep_ms, 0,
+                                 0);
+}
