@@ -94,12 +94,14 @@ static const char cr_sql_delivered[] =
     " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"
     " remote_id=coalesce(excluded.remote_id, remote_id)";
 
-/* The requests of other runs written after row id ?1: the shared quota
-** ledger, read by row id (ids only grow, and every writer holds the file's
-** write lock in turn, so a later commit never brings a smaller id). */
+/* The requests written after row id ?1, and whether each is another
+** run's (?2 is this run) with a quota bucket: the shared quota ledger, read
+** by row id (ids only grow, and every writer holds the file's write lock in
+** turn, so a later commit never brings a smaller id).  This run's own rows
+** are stepped over here, so that the next look starts after them. */
 static const char cr_sql_ledger[] =
-    "SELECT id, quota_bucket, quota_class, sent_ms FROM callrail_responses"
-    " WHERE id > ?1 AND run_id <> ?2 AND +quota_bucket IS NOT NULL"; /* +: by row id */
+    "SELECT id, run_id <> ?2 AND quota_bucket IS NOT NULL, quota_bucket, quota_class, sent_ms"
+    " FROM callrail_responses WHERE id > ?1";
 
 /* True if the store may use its own connection to db's file: the file is
 ** in WAL mode (a rollback journal would block the second writer while the
@@ -488,8 +490,9 @@ int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
   sqlite3_bind_int64(p->pLedger, 2, iRunSelf);
   while ((rc = sqlite3_step(p->pLedger)) == SQLITE_ROW) {
     *piAfter = sqlite3_column_int64(p->pLedger, 0);
-    xRow(pArg, (const char *)sqlite3_column_text(p->pLedger, 1),
-         (const char *)sqlite3_column_text(p->pLedger, 2), sqlite3_column_int64(p->pLedger, 3));
+    if (sqlite3_column_int(p->pLedger, 1) == 0) continue;
+    xRow(pArg, (const char *)sqlite3_column_text(p->pLedger, 2),
+         (const char *)sqlite3_column_text(p->pLedger, 3), sqlite3_column_int64(p->pLedger, 4));
   }
   sqlite3_reset(p->pLedger);
   return rc == SQLITE_DONE ? SQLITE_OK
