@@ -536,8 +536,10 @@ void cr_store_close(cr_store *p);
 /* The connection the store writes with (reads of the audit tables that
 ** must see other runs' latest commits go through it too). */
 sqlite3 *cr_store_db(cr_store *p);
-/* Takes the file's write lock (a no-op on the user's connection); it is
-** held until the next cr_store_flush(). */
+/* Takes the file's write lock for writes that must be durable before
+** anything is sent (a no-op on the user's connection); it is held until
+** the next cr_store_flush().  Other writes open a transaction that commits
+** without waiting for the disk (see cr_store_begin). */
 int cr_store_lock(cr_store *p, char **pzErr);
 /* Starts a run of zDest in one write transaction: recovers the dead runs
 ** of zDest (*pnRecovered: pending rows made unknown) and, unless another
@@ -573,8 +575,8 @@ int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
 int cr_store_flush(cr_store *p, char **pzErr);
 /* Drops the writes made since the last commit (its own connection only). */
 void cr_store_rollback(cr_store *p);
-/* The same, only if the open transaction is older than ms. */
-int cr_store_flush_stale(cr_store *p, int ms, char **pzErr);
+/* How long the open write transaction has been open, in ms; -1: none. */
+sqlite3_int64 cr_store_open_ms(cr_store *p);
 /* Records an invalid record (never sent). */
 int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr);

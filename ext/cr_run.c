@@ -519,19 +519,15 @@ static int cr_run_refill_wait(cr_run *pRun, sqlite3_int64 tNow) {
   return (int)ms;
 }
 
-/* Starts jobs until `concurrency` are in flight or none is ready.  Their
-** pending rows (and the outcomes recorded since the last commit) are
-** committed in one transaction before any of them leaves. */
-static int cr_run_fill(cr_run *pRun, char **pzErr) {
-  cr_job *apStart[CR_MAX_CONCURRENCY];
+/* Reads the jobs of a refill: queued ones that are due, then new requests
+** from the user's query, for at most CR_FILL_MS (a slow query must not
+** hold back the requests already read).  No lock is held meanwhile. */
+static int cr_run_gather(cr_run *pRun, cr_job **apJob, int *pn, char **pzErr) {
   sqlite3_int64 tStart = cr_now_ms();
-  int i, n = 0, ok = 1;
   int rc = SQLITE_OK;
-  if (cr_run_refill_wait(pRun, tStart) != 0) return SQLITE_OK;
-  pRun->ledgerSynced = 0;
-  /* A slow query must not hold back the requests already read. */
-  while (rc == SQLITE_OK && ok && !pRun->stopping && cr_now_ms() - tStart < CR_FILL_MS &&
-         pRun->nFlying + n < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
+  *pn = 0;
+  while (rc == SQLITE_OK && !pRun->stopping && cr_now_ms() - tStart < CR_FILL_MS &&
+         pRun->nFlying + *pn < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
          pRun->pHead == 0) {
     cr_job *pJob = 0;
     rc = cr_run_next_job(pRun, &pJob, pzErr);
@@ -544,19 +540,48 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
       break;
     }
     if (rc != SQLITE_OK || pJob == 0) break;
-    rc = cr_run_admit(pRun, pJob, &ok, pzErr);
-    if (rc == SQLITE_OK && ok) {
-      rc = cr_job_intend(pRun, pJob, pzErr);
-      apStart[n++] = pJob;
+    apJob[(*pn)++] = pJob;
+  }
+  return rc;
+}
+
+/* Starts jobs until `concurrency` are in flight or none is ready.
+**
+** The outcomes recorded since the last commit are committed first, and
+** the records are read with no lock held: the file's write lock is taken
+** only to count other runs' requests, admit this refill's requests and
+** write their pending rows, committed in one transaction before any of
+** them leaves.  So other writers (another run, the user) never wait on
+** the user's query or on this run's consumer. */
+static int cr_run_fill(cr_run *pRun, char **pzErr) {
+  cr_job *apJob[CR_MAX_CONCURRENCY];
+  int i, n = 0, nStart = 0, ok = 1;
+  int rc = SQLITE_OK;
+  if (cr_run_refill_wait(pRun, cr_now_ms()) != 0) return SQLITE_OK;
+  pRun->ledgerSynced = 0;
+  rc = cr_store_flush(pRun->pStore, pzErr);
+  if (rc == SQLITE_OK) rc = cr_run_gather(pRun, apJob, &n, pzErr);
+  for (i = 0; i < n; i++) {
+    int admitted = 0;
+    if (rc == SQLITE_OK && ok && !pRun->stopping) {
+      rc = cr_run_admit(pRun, apJob[i], &ok, pzErr);
+      if (rc == SQLITE_OK && !ok) continue; /* the pacer queued it */
+      admitted = rc == SQLITE_OK;
+    }
+    if (admitted) {
+      rc = cr_job_intend(pRun, apJob[i], pzErr);
+      apJob[nStart++] = apJob[i];
+    } else {
+      cr_queue_push(pRun, apJob[i], 0); /* not admitted: back in the queue */
     }
   }
   if (rc == SQLITE_OK) rc = cr_store_flush(pRun->pStore, pzErr);
-  if (n > 0) pRun->tFilled = cr_now_ms();
-  for (i = 0; i < n; i++) {
+  if (nStart > 0) pRun->tFilled = cr_now_ms();
+  for (i = 0; i < nStart; i++) {
     if (rc == SQLITE_OK && !pRun->interrupted) {
-      rc = cr_job_start(pRun, apStart[i], pzErr);
+      rc = cr_job_start(pRun, apJob[i], pzErr);
     } else {
-      cr_queue_push(pRun, apStart[i], 0); /* ended by cr_run_drop_queue */
+      cr_queue_push(pRun, apJob[i], 0); /* ended by cr_run_drop_queue */
     }
   }
   return rc;
@@ -627,7 +652,9 @@ static int cr_run_wait(cr_run *pRun, int msWait, char **pzErr) {
     rc = cr_job_finished(pRun, pJob, pzErr);
     if (rc == SQLITE_OK) rc = cr_http_wait(pRun->pConn->pHttp, 0, &pDone, pzErr);
   }
-  if (rc == SQLITE_OK) rc = cr_store_flush_stale(pRun->pStore, CR_COMMIT_MS, pzErr);
+  if (rc == SQLITE_OK && cr_store_open_ms(pRun->pStore) >= CR_COMMIT_MS) {
+    rc = cr_store_flush(pRun->pStore, pzErr);
+  }
   return rc;
 }
 
@@ -773,6 +800,8 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
     cr_run_why(pRun, *pzErr);
   }
   if (pRun->pHead) {
+    /* The consumer may take its time over the row: no lock is held then. */
+    if (rc == SQLITE_OK) rc = cr_store_flush(pRun->pStore, pzErr);
     *ppOut = pRun->pHead;
     pRun->pHead = pRun->pHead->pNext;
     if (pRun->pHead == 0) pRun->pTail = 0;

@@ -43,6 +43,8 @@ struct cr_store {
   int ownsDb;          /* db is the store's own connection */
   int busyInterrupted; /* a lock wait ended because of an interrupt */
   int inTxn;           /* a write transaction is open on db */
+  int txnDurable;      /* ... and it commits with synchronous FULL */
+  int syncDurable;     /* the connection's synchronous level is FULL */
   sqlite3_int64 tTxn;  /* when it was opened (cr_now_ms) */
   sqlite3_stmt *pRunBegin;
   sqlite3_stmt *pRunEnd;
@@ -52,9 +54,11 @@ struct cr_store {
   sqlite3_stmt *pDelivered;
   sqlite3_stmt *pRemoteId; /* a response's remote id at id_path */
   sqlite3_stmt *pHeartbeat;
-  sqlite3_stmt *pLedger; /* other runs' requests since a row id */
-  sqlite3_stmt *pBegin;  /* BEGIN IMMEDIATE */
-  sqlite3_stmt *pCommit; /* COMMIT */
+  sqlite3_stmt *pLedger;     /* other runs' requests since a row id */
+  sqlite3_stmt *pBegin;      /* BEGIN IMMEDIATE */
+  sqlite3_stmt *pSyncNormal; /* PRAGMA synchronous=NORMAL */
+  sqlite3_stmt *pSyncFull;   /* PRAGMA synchronous=FULL */
+  sqlite3_stmt *pCommit;     /* COMMIT */
 };
 
 #define CR_NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
@@ -201,8 +205,10 @@ static int cr_store_connect(cr_store *p, sqlite3 *db, char **pzErr) {
   ** writes only states, kinds and statuses that are constants of the
   ** extension, so it skips them; the tests run PRAGMA integrity_check,
   ** which checks them all. */
+  p->syncDurable = 1;
   return cr_exec(p->db,
-                 "PRAGMA cache_size=-" CR_STORE_CACHE_KIB "; PRAGMA ignore_check_constraints=ON",
+                 "PRAGMA cache_size=-" CR_STORE_CACHE_KIB "; PRAGMA ignore_check_constraints=ON;"
+                 " PRAGMA synchronous=FULL",
                  pzErr);
 }
 
@@ -223,6 +229,8 @@ int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_heartbeat, &p->pHeartbeat, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_ledger, &p->pLedger, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "BEGIN IMMEDIATE", &p->pBegin, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, "PRAGMA synchronous=NORMAL", &p->pSyncNormal, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, "PRAGMA synchronous=FULL", &p->pSyncFull, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "COMMIT", &p->pCommit, pzErr);
   if (rc != SQLITE_OK) {
     cr_store_close(p);
@@ -244,6 +252,8 @@ void cr_store_close(cr_store *p) {
   sqlite3_finalize(p->pHeartbeat);
   sqlite3_finalize(p->pLedger);
   sqlite3_finalize(p->pBegin);
+  sqlite3_finalize(p->pSyncNormal);
+  sqlite3_finalize(p->pSyncFull);
   sqlite3_finalize(p->pCommit);
   if (p->ownsDb) sqlite3_close(p->db);
   sqlite3_free(p);
@@ -281,14 +291,33 @@ static int cr_store_exec(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, ch
   return rc == SQLITE_DONE ? SQLITE_OK : cr_store_failed(p, rc, zWhat, pzErr);
 }
 
-int cr_store_lock(cr_store *p, char **pzErr) {
+/* Opens the write transaction.  A durable one (intent: pending rows, a
+** run's claim) commits with synchronous FULL; the others (outcomes,
+** heartbeats) with NORMAL, which does not wait for the disk: a request's
+** intent is already durable then, and should the machine lose such a
+** commit, its row is still `pending` and becomes `unknown` - never sent
+** again by itself.  The next durable commit makes them durable too.  The
+** level can only change between transactions, so a lazy transaction open
+** when a durable one is wanted is committed first. */
+static int cr_store_begin(cr_store *p, int isDurable, char **pzErr) {
   int rc = SQLITE_OK;
-  if (p->ownsDb && !p->inTxn) {
-    rc = cr_store_exec(p, p->pBegin, "cannot start writing to the audit tables", pzErr);
-    p->inTxn = rc == SQLITE_OK;
-    p->tTxn = cr_now_ms();
+  if (!p->ownsDb || (p->inTxn && (p->txnDurable || !isDurable))) return SQLITE_OK;
+  if (p->inTxn) rc = cr_store_flush(p, pzErr);
+  if (rc == SQLITE_OK && p->syncDurable != isDurable) {
+    rc = cr_store_exec(p, isDurable ? p->pSyncFull : p->pSyncNormal,
+                       "cannot set the audit connection's synchronous level", pzErr);
+    p->syncDurable = rc == SQLITE_OK ? isDurable : p->syncDurable;
   }
+  if (rc == SQLITE_OK)
+    rc = cr_store_exec(p, p->pBegin, "cannot start writing to the audit tables", pzErr);
+  p->inTxn = rc == SQLITE_OK;
+  p->txnDurable = isDurable;
+  p->tTxn = cr_now_ms();
   return rc;
+}
+
+int cr_store_lock(cr_store *p, char **pzErr) {
+  return cr_store_begin(p, 1, pzErr);
 }
 
 int cr_store_flush(cr_store *p, char **pzErr) {
@@ -306,8 +335,8 @@ void cr_store_rollback(cr_store *p) {
   p->inTxn = 0;
 }
 
-int cr_store_flush_stale(cr_store *p, int ms, char **pzErr) {
-  return p->inTxn && cr_now_ms() - p->tTxn >= ms ? cr_store_flush(p, pzErr) : SQLITE_OK;
+sqlite3_int64 cr_store_open_ms(cr_store *p) {
+  return p->inTxn ? cr_now_ms() - p->tTxn : -1;
 }
 
 sqlite3 *cr_store_db(cr_store *p) {
@@ -321,7 +350,7 @@ sqlite3 *cr_store_db(cr_store *p) {
 ** they were (a pending row becomes unknown when the next run recovers the
 ** dead run), rather than failing every step of the shutdown. */
 static int cr_store_step(cr_store *p, sqlite3_stmt *pStmt, const char *zWhat, char **pzErr) {
-  int rc = cr_store_lock(p, pzErr);
+  int rc = cr_store_begin(p, 0, pzErr);
   if (rc != SQLITE_OK) return rc;
   if (!p->ownsDb && cr_check_interrupt(p->db) == SQLITE_INTERRUPT) {
     sqlite3_clear_bindings(pStmt);
@@ -382,6 +411,8 @@ int cr_store_pending(cr_store *p, sqlite3_int64 iRun, const char *zDest, const c
                      sqlite3_int64 *piId, char **pzErr) {
   cr_quota_key q;
   int rc;
+  rc = cr_store_lock(p, pzErr); /* intent is durable */
+  if (rc != SQLITE_OK) return rc;
   cr_quota_key_of(pReq->eMethod, pReq->zUrl, &q);
   sqlite3_bind_int64(p->pPending, 1, iRun);
   cr_bind_request(p->pPending, 2, zDest, pReq);
