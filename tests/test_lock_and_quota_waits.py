@@ -45,13 +45,17 @@ def define(ctx, cfg, name="co"):
     run(ctx, dest_sql(name, cfg), "SELECT 1 AS ready;")
 
 
-def send_script(ctx, n, dest="co", setup="", pause=False):
-    """A shell script sending names_query(n) to dest; with pause, the shell
+def send_query_states(n):
+    """SQL sending names_query(n) to destination co: its states and counts."""
+    return "SELECT state, count(*) FROM callrail_send('co', %s) GROUP BY state;" % q(
+        names_query(n))
+
+
+def send_script(ctx, n, pause=False):
+    """A shell script running send_query_states(n); with pause, the shell
     first touches file at_send and waits for file go (the test's barrier)."""
     gate = ".shell touch at_send; while [ ! -e go ]; do sleep 0.01; done\n" if pause else ""
-    send = "SELECT state, count(*) FROM callrail_send(%s, %s) GROUP BY state;" % (
-        q(dest), q(names_query(n)))
-    return script_of(ctx, setup + gate, send)
+    return script_of(ctx, gate, send_query_states(n))
 
 
 def exists(ctx, name):
@@ -97,8 +101,7 @@ def check_next_run_recovers(ctx, n, first_run):
     unknown (never resent), every other record is delivered, nothing twice."""
     pending = [t for t in responses(ctx) if t["state"] == "pending"]
     ctx.fake.config(faults={"delay_ms": 0})
-    run(ctx, "", "SELECT state, count(*) FROM callrail_send('co', %s) GROUP BY state;" % q(
-        names_query(n)))
+    run(ctx, "", send_query_states(n))
     table = responses(ctx)
     by_id = {t["id"]: t for t in table}
     for t in pending:
@@ -137,11 +140,6 @@ def test_sigint_while_the_claim_waits_for_another_process_write_lock_exits_withi
     assert rows == [{"state": "ok", "count(*)": 5}], rows
     check_audit(ctx, ctx.fake.log(), responses(ctx))
     print("     SIGINT at the claim under a held lock: exit %.3f s later" % latency, flush=True)
-
-
-def send_query_states(n):
-    return "SELECT state, count(*) FROM callrail_send('co', %s) GROUP BY state;" % q(
-        names_query(n))
 
 
 def test_sigint_while_a_mid_run_commit_waits_for_another_process_write_lock_exits_within_1s(ctx):
@@ -195,7 +193,9 @@ def test_sigint_while_recovering_20000_dead_runs_exits_within_1s_and_next_run_fi
     define(ctx, companies_dest(key="name"))
     fabricate_dead_runs(ctx, DEAD_RUNS, dead_pid())
     proc = ctx.spawn(send_script(ctx, 3))
-    # recovery runs in the claim's write transaction: the lock shows it
+    # recovery runs inside the claim's write transaction, so no other
+    # connection sees the running runs fall until it commits; that the
+    # send holds the write lock (before any request) shows it is there
     latency, out, t0 = interrupt_when(ctx, proc, lambda: write_locked(ctx))
     assert "interrupted while recovering the runs" in out, out
     assert_exit_in_time(ctx, latency)
