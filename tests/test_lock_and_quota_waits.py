@@ -128,7 +128,7 @@ def test_sigint_while_the_claim_waits_for_another_process_write_lock_exits_withi
         open(os.path.join(ctx.dir, "go"), "w").close()
         # the send's own connection to the audit is open: its claim is next,
         # and it cannot get past BEGIN IMMEDIATE
-        opened = steady(lambda: db_opens(ctx, proc.pid), 0.3)
+        opened = steady(lambda: db_opens(ctx, proc.pid), 0.5)
         latency, out, t0 = interrupt_when(
             ctx, proc, lambda: db_opens(ctx, proc.pid) >= 2 and opened())
     finally:
@@ -151,7 +151,7 @@ def test_sigint_while_a_mid_run_commit_waits_for_another_process_write_lock_exit
     holder = LockHolder(ctx)  # waits for the run's open transaction, then holds
     try:
         # the run cannot commit a pending row, so no request leaves any more
-        latency, out, t0 = interrupt_when(ctx, proc, steady(lambda: len(ctx.fake.log()), 0.5))
+        latency, out, t0 = interrupt_when(ctx, proc, steady(lambda: len(ctx.fake.log()), 1.0))
         log1, table1 = ctx.fake.log(), responses(ctx)  # a reader is not blocked
     finally:
         holder.release()
