@@ -440,7 +440,8 @@ static void t_surface(sqlite3 *db) {
                            "callrail_activate/1/directonly callrail_credential/2/directonly"
                            " callrail_credential/3/directonly callrail_credential/4/directonly"
                            " callrail_deactivate/1/directonly"
-                           " callrail_destination/2/directonly callrail_test/2/directonly"
+                           " callrail_destination/2/directonly callrail_resolve/2/directonly"
+                           " callrail_resolve/3/directonly callrail_test/2/directonly"
                            " callrail_version/0/innocuous");
   report("function_list_exact", zWhy);
   zWhy = expect_text(db,
@@ -631,6 +632,79 @@ static void t_send50(sqlite3 *db) {
                nAfter - nBefore);
   }
   report("send_50_fake_received_50", zWhy);
+}
+
+/* ------------------------------------------------------------------------
+** The transport hand-off: nobody may leave transfers undriven
+*/
+
+/* embed_gate(n, ms): a test-only SQL function for a records query that
+** keeps the caller away: it returns 1 once the fake has logged n requests
+** more than the count its user data points to, and ms milliseconds after
+** that (0: at once).  An error when the fake never gets there (30 s). */
+static void gate_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  sqlite3 *dbLog = 0;
+  sqlite3_int64 nWant = *(sqlite3_int64 *)sqlite3_user_data(ctx) + sqlite3_value_int64(argv[0]);
+  sqlite3_int64 n = -1;
+  sqlite3_int64 tGiveUp = now_ms() + 30000;
+  char *zErr = open_db(":memory:", &dbLog); /* parses the fake's log */
+  (void)argc;
+  while (zErr == 0 && (zErr = fake_request_count(dbLog, &n)) == 0 && n < nWant) {
+    zErr = why(now_ms() < tGiveUp, "embed_gate: the fake logged %lld of %lld requests", n, nWant);
+    sleep_ms(5);
+  }
+  if (zErr == 0) sleep_ms(sqlite3_value_int(argv[1]));
+  sqlite3_close(dbLog);
+  if (zErr) {
+    sqlite3_result_error(ctx, zErr, -1);
+    sqlite3_free(zErr);
+  } else {
+    sqlite3_result_int(ctx, 1);
+  }
+}
+
+/* The hand-back case (docs/design.md): the records query is the caller's
+** absence.  Concurrency 2, the fake answers every request after 600 ms,
+** timeout_ms 2000:
+**   - record 1 takes 50 ms, longer than a run reads records before it
+**     starts their requests (CR_FILL_MS): request 1 leaves alone;
+**   - record 2 comes 300 ms after request 1 reached the fake: the caller was
+**     away, so the worker thread drives request 1;
+**   - starting request 2, the caller takes the multi handle back from the
+**     worker while request 1 is in flight (the hand-back), then drives until
+**     request 1 is answered (300 ms before request 2) and returns its row;
+**   - record 3 keeps the caller away for 3 s, longer than timeout_ms, while
+**     request 2 is in flight: its answer comes 300 ms later, and only the
+**     worker can take it in.  Undriven, it is judged timed out (unknown)
+**     when the caller comes back.
+** Every request must end ok, each sent once. */
+static void t_hand_back(sqlite3 *db) {
+  sqlite3_int64 nBefore = 0, nAfter = 0;
+  char *zWhy = fake_call("config", "{\"faults\":{\"delay_ms\":600}}", 0);
+  first(&zWhy, exec(db, "SELECT callrail_destination('handoff', json_set((SELECT config FROM"
+                        " callrail_destinations WHERE name='companies'), '$.concurrency', 2,"
+                        " '$.timeout_ms', 2000));"
+                        "SELECT callrail_activate('handoff');"
+                        "CREATE TABLE handoff(i INTEGER PRIMARY KEY, name TEXT);"
+                        "INSERT INTO handoff VALUES (1, 'Hand 1'), (2, 'Hand 2'), (3, 'Hand 3');"));
+  first(&zWhy, fake_request_count(db, &nBefore));
+  if (sqlite3_create_function(db, "embed_gate", 2, SQLITE_UTF8, &nBefore, gate_fn, 0, 0) !=
+      SQLITE_OK) {
+    first(&zWhy, sqlite3_mprintf("embed_gate: %s", sqlite3_errmsg(db)));
+  }
+  first(&zWhy,
+        expect_text(
+            db,
+            "SELECT group_concat(state || ' ' || coalesce(status, '-') || ' ' || attempts, ', ')"
+            " FROM callrail_send('handoff', 'SELECT name FROM handoff WHERE embed_gate("
+            "  CASE i WHEN 2 THEN 1 WHEN 3 THEN 2 ELSE 0 END,"
+            "  CASE i WHEN 1 THEN 50 WHEN 2 THEN 300 ELSE 3000 END) ORDER BY i')",
+            "ok 201 1, ok 201 1, ok 201 1"));
+  first(&zWhy, fake_request_count(db, &nAfter));
+  first(&zWhy, why(nAfter - nBefore == 3, "the fake received %lld requests, expected 3",
+                   nAfter - nBefore));
+  first(&zWhy, fake_call("config", "{\"faults\":{\"delay_ms\":0}}", 0));
+  report("hand_back_answers_in_time_are_ok", zWhy);
 }
 
 /* A memory token belongs to the connection that registered it: a second
@@ -1072,6 +1146,7 @@ int main(int argc, char **argv) {
     t_test_record(db);
     t_send_inactive(db);
     t_send50(db);
+    t_hand_back(db);
     t_memory_token_private(zFile);
     t_directonly(db, zFile);
     report("close_file_db", close_db(db));

@@ -152,15 +152,19 @@ def finish(ctx, proc, timeout=60, late="the shell did not finish"):
     return proc.returncode, out
 
 
-def interrupt_when(ctx, proc, ready, timeout=60):
+def interrupt_when(ctx, proc, ready, timeout=60, output=None):
     """Waits for ready(), sends SIGINT to the shell's process group (as Ctrl-C
     does) and waits for the shell to exit.  Returns (seconds from the signal
-    to the exit, output, time of the signal)."""
+    to the exit, output, time of the signal).  output: the Output reading
+    the shell's, if there is one."""
     wait_for(proc, ready, timeout, ended="the shell ended before the interrupt",
              never="the run never reached the point to interrupt")
     t0 = time.time()
     os.killpg(proc.pid, signal.SIGINT)
-    _, out = finish(ctx, proc, timeout=30, late="the shell still ran 30 s after SIGINT")
+    if output:
+        _, out = output.done(ctx, timeout=30)
+    else:
+        _, out = finish(ctx, proc, timeout=30, late="the shell still ran 30 s after SIGINT")
     latency = time.time() - t0
     return latency, out, t0
 
@@ -335,3 +339,90 @@ def self_signed_cert(directory):
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", key, "-out", cert], check=True, capture_output=True)
     return cert, key
+
+
+# -- other processes on the test database -----------------------------------------------------
+
+class LockHolder:
+    """Another process holding the database's write lock: a plain sqlite3
+    shell (no extension) inside BEGIN IMMEDIATE with a row inserted, until
+    release().  Its own wait for the lock (when a run writes) is 60 s."""
+
+    def __init__(self, ctx, db=None):
+        self.proc = subprocess.Popen(["sqlite3", "-batch", db or ctx.db], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=ctx.dir, start_new_session=True)
+        self.proc.stdin.write(".timeout 60000\nCREATE TABLE IF NOT EXISTS lock_holder(x);\n"
+                              "BEGIN IMMEDIATE;\nINSERT INTO lock_holder VALUES (1);\n"
+                              ".print holding\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line == "holding\n", "the lock holder failed: %r" % (line + self.proc.stdout.read())
+
+    def release(self):
+        """Commits (its row stays: the table is the holder's own) and exits."""
+        if self.proc.poll() is None:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        assert self.proc.wait(30) == 0 and out == "", "the lock holder failed: %r" % out
+
+
+def write_locked(ctx, db=None):
+    """True while another connection holds the database's write lock (this
+    probe takes it for an instant when it is free)."""
+    import sqlite3
+    con = sqlite3.connect(db or ctx.db, timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as e:
+        assert "locked" in str(e) or "busy" in str(e), e
+        return True
+    finally:
+        con.close()
+
+
+def dead_pid():
+    """A pid no process of this host has (the highest free one)."""
+    pid = int(open("/proc/sys/kernel/pid_max").read()) - 1
+    while os.path.exists("/proc/%d" % pid):
+        pid -= 1
+    return pid
+
+
+class Output:
+    """Collects a spawned shell's output while it runs (stderr, where errors
+    and the progress line go, is unbuffered), so that a test can wait for a
+    text; done() waits for the exit like finish()."""
+
+    def __init__(self, proc):
+        import threading
+        self.proc, self.chunks = proc, []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for chunk in iter(lambda: self.proc.stdout.read(1), ""):
+            self.chunks.append(chunk)
+
+    def text(self):
+        return "".join(self.chunks)
+
+    def has(self, s):
+        return s in self.text()
+
+    def done(self, ctx, timeout=60):
+        """(exit code, output) once the shell exited; fails on a sanitizer
+        report or when it runs longer than timeout seconds."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("the shell did not finish:\n" + self.text())
+        self.thread.join(10)
+        out = self.text()
+        report = ctx.mode.sanitizer_report(out)
+        assert not report and self.proc.returncode not in (97, 98), "%s report:\n%s" % (report, out)
+        return self.proc.returncode, out
