@@ -26,7 +26,9 @@
 #   - a run of another host with a fresh heartbeat blocks the destination
 #     (on_busy "error" names it; its pending row stays pending); once its
 #     heartbeat is older than lease_ms the next send recovers it (row unknown,
-#     run interrupted) and runs; an `error` run's pending rows are recovered;
+#     run interrupted) and runs, also when a send was already waiting for it;
+#     Ctrl-C of a waiting send stops it within a second without a run row;
+#     an `error` run's pending rows are recovered;
 #   - triggers planted on each audit table change nothing: no record POSTed
 #     twice, every request has exactly one row; a view named
 #     callrail_delivered is refused with an error naming it, nothing sent.
@@ -39,8 +41,8 @@ import time
 
 from helpers import (
     ACC, COMPANIES, assert_no_post_twice, assert_run, assert_run_counts_match_rows, body_name,
-    check_audit, committed_posts, companies_dest, dest_sql, finish, iso_seconds, names,
-    names_query, q, responses, runs, script_of, settled_log, split_output, wait_for)
+    check_audit, committed_posts, companies_dest, dest_sql, exit_limit, finish, interrupt_when,
+    iso_seconds, names, names_query, q, responses, runs, script_of, settled_log, split_output, wait_for)
 
 N = 60
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -432,6 +434,36 @@ def test_a_run_of_another_host_blocks_until_its_lease_expires_then_is_recovered(
     log = ctx.fake.log()
     assert sorted(body_name(e["body"]) for e in log) == names(4, first=2), log
     assert_run(runs(ctx, db=db)[-1], status="done", ok=4, skipped=1)
+
+
+def test_a_waiting_send_goes_on_once_the_lease_of_the_live_run_expires(ctx):
+    """A run of another host whose heartbeat stops is waited for until its
+    lease runs out (here 1.5 s after the send starts), then recovered."""
+    db = fresh_db(ctx, "expire", dest_sql("co", overlap_dest(lease_ms=10000)))
+    run_id, rid = fabricate_run(ctx, db, "running", 8500, "Shop 1")
+    rc, out = ctx.sql(cron_script(ctx, send_sql(n=3)), db=db)
+    assert "waiting for run %d (host elsewhere, pid 4242, started_at " % run_id in out, out
+    assert row_state(ctx, db, rid)["state"] == "unknown"
+    assert run_state(ctx, db, run_id)["status"] == "interrupted"
+    assert sorted(body_name(e["body"]) for e in ctx.fake.log()) == names(2, first=2)
+    assert_run(runs(ctx, db=db)[-1], status="done", ok=2, skipped=1)
+
+
+def test_sigint_while_waiting_for_a_live_run_stops_within_a_second_and_sends_nothing(ctx):
+    """Ctrl-C of a send that waits for another run: it stops within a
+    second, leaves no run row and sends nothing; the live run is untouched."""
+    db = fresh_db(ctx, "waitint", dest_sql("co", overlap_dest()) + "CREATE TABLE started(x);\n")
+    run_id, rid = fabricate_run(ctx, db, "running", 0, "Shop 1")
+    script = ".timeout 10000\n" + script_of(ctx, "INSERT INTO started VALUES(1);\n", send_sql(n=3))
+    with Senders() as senders:
+        proc = senders.add(ctx.spawn(script, db=db))
+        latency, out, _ = interrupt_when(
+            ctx, proc, lambda: ctx.rows("SELECT x FROM started", db=db) != [])
+    assert latency < exit_limit(ctx), "exit %.2f s after SIGINT" % latency
+    assert "interrupted" in out, out
+    assert ctx.fake.log() == []
+    assert [r["run_id"] for r in runs(ctx, db=db)] == [run_id], runs(ctx, db=db)
+    assert row_state(ctx, db, rid)["state"] == "pending"
 
 
 def test_the_pending_rows_of_an_error_run_are_recovered_to_unknown(ctx):
