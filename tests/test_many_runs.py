@@ -31,7 +31,9 @@
 #     an `error` run's pending rows are recovered;
 #   - triggers planted on each audit table change nothing: no record POSTed
 #     twice, every request has exactly one row; a view named
-#     callrail_delivered is refused with an error naming it, nothing sent.
+#     callrail_delivered is refused with an error naming it, nothing sent;
+#     in an in-memory database (audit rows written through the user's
+#     connection) a trigger on an audit table is refused, nothing sent.
 import os
 import random
 import signal
@@ -520,4 +522,14 @@ def test_a_view_named_callrail_delivered_is_refused_and_nothing_is_sent(ctx):
     rc, out = ctx.sql(script_of(ctx, dest_sql("co", companies_dest(key="name")), send_sql(n=3)),
                       db=db, check=False)
     assert "callrail_delivered" in out and "view" in out, out
+    assert ctx.fake.log() == []
+
+
+def test_a_trigger_on_an_audit_table_of_an_in_memory_database_is_refused_before_sending(ctx):
+    """Without a file there is no separate audit connection: the rows go
+    through the user's, where triggers would run, so a trigger is refused."""
+    setup = dest_sql("co", companies_dest(key="name")) + (
+        "SELECT count(*) FROM callrail_delivered;\n" + TRIGGERS.split("\n")[1] + "\n")
+    rc, out = ctx.sql(script_of(ctx, setup, send_sql(n=3)), db=":memory:", check=False)
+    assert "trigger" in out and "callrail_delivered" in out, out
     assert ctx.fake.log() == []
