@@ -210,6 +210,31 @@ def body_name(body):
     return json.loads(body)["name"]
 
 
+def committed_posts(log):
+    """How many times the fake created each POSTed body: {body: count}
+    over the POSTs it answered with a 2xx (one it had answered when the
+    client was gone counts too: the fake logs its status all the same)."""
+    counts = {}
+    for e in log:
+        if e["method"] == "POST" and 200 <= (e["status"] or 0) < 300:
+            counts[e["body"]] = counts.get(e["body"], 0) + 1
+    return counts
+
+
+def settled_log(ctx, quiet=0.3, timeout=10):
+    """The fake's log once it has stopped growing for `quiet` seconds: after
+    a kill -9, a request already written to the socket may still be on its
+    way in.  (The only wait on time, and only after the process is gone.)"""
+    log, deadline = ctx.fake.log(), time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(quiet)
+        now = ctx.fake.log()
+        if len(now) == len(log):
+            break
+        log = now
+    return log
+
+
 def post_bodies(log):
     """Bodies of the POSTs CallRail may have acted on (a 429 is a refusal)."""
     return [e["body"] for e in log if e["method"] == "POST" and e["status"] != 429]
@@ -258,7 +283,7 @@ def assert_run_counts_match_rows(run_row, table):
                failed=total("failed"), unknown=total("unknown"), invalid=total("invalid"))
 
 
-def check_audit(ctx, log, table, maybe_unsent=()):
+def check_audit(ctx, log, table, maybe_unsent=(), db=None):
     """The fake's request log against callrail_responses, request for request.
 
     - every request the fake received belongs to a row with the same method,
@@ -273,8 +298,9 @@ def check_audit(ctx, log, table, maybe_unsent=()):
       a 2xx; a `pending` or `unknown` row has none.
     - the database passes PRAGMA integrity_check, which checks the schema's
       CHECK constraints: the audit connection writes with them off.
+    db is the database file (default: the test's).
     Returns {row id: [its log entries]}."""
-    integrity = ctx.rows("PRAGMA integrity_check")
+    integrity = ctx.rows("PRAGMA integrity_check", db=db)
     assert integrity == [{"integrity_check": "ok"}], integrity
     maybe_unsent = set(maybe_unsent)
     entries = {}
