@@ -103,6 +103,11 @@ $(BUILD)/unit/config_test: tests/unit/config_test.c ext/cr_config.c ext/cr_util.
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DSQLITE_CORE -o $@ tests/unit/config_test.c \
 	  ext/cr_config.c ext/cr_util.c $(EMBED_LIBS)
 
+$(BUILD)/unit/identity_test: tests/unit/identity_test.c ext/cr_identity.c ext/cr_util.c $(HDRS) | deps
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DSQLITE_CORE -o $@ tests/unit/identity_test.c \
+	  ext/cr_identity.c ext/cr_util.c $(EMBED_LIBS)
+
 demo: all
 	sh examples/demo.sh
 

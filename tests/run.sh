@@ -35,6 +35,7 @@ mkdir -p tests/tmp
 echo "== unit"
 make -s build/unit/config_test >/dev/null && ./build/unit/config_test > tests/tmp/unit.out 2>&1
 rc=$?; tail -n 3 tests/tmp/unit.out; count unit tests/tmp/unit.out $rc
+make -s build/unit/identity_test >/dev/null && ./build/unit/identity_test > tests/tmp/identity.out 2>&1; rc=$?; tail -n 3 tests/tmp/identity.out; count identity tests/tmp/identity.out $rc
 
 echo "== fake"
 python3 tests/fake_callrail_selftest.py > tests/tmp/fake.out 2>&1
