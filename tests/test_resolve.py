@@ -159,6 +159,27 @@ def test_an_unknown_batch_resolved_delivered_delivers_each_key_with_its_own_iden
     assert [json.loads(e["body"]) for e in log] == [[{"id": 4, "name": "Shop 4 v2"}]], log
 
 
+def test_in_memory_database_resolves_many_rows_in_one_statement(ctx):
+    """In memory, the audit is written through the user's own connection,
+    inside the user's statement: every row of the statement is resolved,
+    and nothing the extension used for it is left on the connection."""
+    ctx.fake.config(faults={"drop_after_commit_every": 1})
+    query = "SELECT 1 AS id, 'A' AS name UNION ALL SELECT 2, 'B' UNION ALL SELECT 3, 'C'"
+    script = (ctx.setup_credential() + dest_sql("co", companies_dest(key="id", concurrency=1)) +
+              send_query("co", query) + "\n.print @@resolve\n"
+              "SELECT id, callrail_resolve(id, 'delivered', 'COM' || id) FROM callrail_responses"
+              " WHERE state = 'unknown' ORDER BY id;\n"
+              ".print @@after\n"
+              "SELECT count(*) FROM pragma_function_list WHERE name = 'callrail_identity';\n"
+              "SELECT record_key, remote_id FROM callrail_delivered ORDER BY 1;\n"
+              "SELECT count(*) FROM callrail_send('co', %s);\n" % q(query))
+    _, out = ctx.sql(script, db=":memory:")
+    assert len(ctx.fake.log()) == 3, ctx.fake.log()
+    resolved = out.split("@@resolve\n")[1]
+    assert resolved == ("1|ok\n2|ok\n3|ok\n@@after\n0\n"
+                        "1|COM1\n2|COM2\n3|COM3\n0\n"), out
+
+
 # -- resolving the pending rows of a dead run -------------------------------------------------
 
 def test_pending_rows_of_a_killed_run_are_refused_while_alive_then_resolved(ctx):

@@ -167,6 +167,34 @@ def test_a_0_1_0_database_is_upgraded_at_load_and_keeps_its_promises(ctx):
         fake.stop()
 
 
+def test_an_upgrade_inside_a_statement_leaves_nothing_behind(ctx):
+    """Loaded with SELECT load_extension(...), the upgrade runs inside the
+    user's statement, on the user's connection: it completes, and leaves no
+    function of its own registered there."""
+    db = upgraded_copy(ctx)
+    proc = subprocess.run(
+        ctx.mode.prefix + ["sqlite3", "-batch", db], capture_output=True, text=True, timeout=120,
+        env=ctx.mode.env,
+        input="SELECT load_extension(%s);\n"
+              "SELECT value FROM callrail_meta WHERE key = 'schema_version';\n"
+              "SELECT count(*) FROM pragma_function_list WHERE name = 'callrail_identity';\n"
+              % q(ctx.ext))
+    out = proc.stdout + proc.stderr
+    assert not ctx.mode.sanitizer_report(out) and proc.returncode == 0, out
+    assert out == "\n2\n0\n", out
+    assert ctx.rows("PRAGMA integrity_check", db=db) == [{"integrity_check": "ok"}]
+    assert [d["record_hash"] for d in ctx.rows("SELECT record_hash FROM callrail_delivered"
+                                               " ORDER BY record_key", db=db)] == [
+        d["record_hash"] for d in hashes_after_upgrade_at_load(ctx)]
+
+
+def hashes_after_upgrade_at_load(ctx):
+    """The identities an upgrade at load gives the fixture's delivered keys."""
+    db = upgraded_copy(ctx, "reference.db")
+    ctx.sql("SELECT 1;", db=db)
+    return ctx.rows("SELECT record_hash FROM callrail_delivered ORDER BY record_key", db=db)
+
+
 def test_a_database_of_a_newer_schema_is_refused(ctx):
     db = upgraded_copy(ctx, "newer.db")
     ctx.sql("SELECT 1;", db=db)
