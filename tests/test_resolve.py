@@ -24,7 +24,7 @@ import os
 import signal
 
 from helpers import (
-    ACC, companies_dest, dest_sql, q, responses, run, run_cases, runs, script_of, send_query,
+    companies_dest, dest_sql, q, responses, run, run_cases, runs, script_of, send_query,
     wait_for)
 
 SHOPS = "SELECT id, name FROM shops ORDER BY id"
