@@ -147,6 +147,11 @@ $(BUILD)/unit/config_test: tests/unit/config_test.c ext/cr_config.c ext/cr_util.
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DSQLITE_CORE -o $@ tests/unit/config_test.c \
 	  ext/cr_config.c ext/cr_util.c $(EMBED_LIBS)
 
+$(BUILD)/unit/identity_test: tests/unit/identity_test.c ext/cr_identity.c ext/cr_util.c $(HDRS) | deps
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DSQLITE_CORE -o $@ tests/unit/identity_test.c \
+	  ext/cr_identity.c ext/cr_util.c $(EMBED_LIBS)
+
 demo: demo-deps
 	@$(MAKE) --no-print-directory all
 	sh examples/demo.sh
@@ -155,7 +160,7 @@ demo: demo-deps
 # suites in parallel too (and builds build/compat itself, in parallel).
 JOBS ?= 2
 test-build: all asan $(BUILD)/embed_test $(BUILD)/asan/embed_test $(BUILD)/embed \
-            $(BUILD)/unit/config_test $(BUILD)/slow_sql.so
+            $(BUILD)/unit/config_test $(BUILD)/unit/identity_test $(BUILD)/slow_sql.so
 
 test: test-deps
 	@$(MAKE) --no-print-directory -j$(JOBS) test-build

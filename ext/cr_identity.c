@@ -141,85 +141,97 @@ char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, co
 ** its body - for a batch, the key's element of the array (unwrapped by the
 ** destination's batch.wrap).  Used when an upgrade recomputes the
 ** identities of delivered keys, and when callrail_resolve() records an
-** unknown request as delivered.  %s: which responses.
+** unknown request as delivered.  The query reads each key's request; the
+** identity is computed here in C and written by a second statement.  (Not
+** by an SQL function registered for the occasion: on the user's connection
+** - in-memory databases, or an upgrade at first use - a function cannot be
+** removed again while the user's statement runs, so it would stay behind
+** pointing at freed memory, and the next registration would fail.)
+** Appended: the WHERE clause saying which responses.
 */
 #define CR_SQL_KEY_REQUESTS                                                                        \
-  "WITH kr AS (SELECT r.destination AS dest, k.value AS rkey, r.id AS rid,"                        \
-  " callrail_identity(r.method, r.url,"                                                            \
-  "  CASE WHEN r.method = 'DELETE' OR r.request_body IS NULL THEN NULL"                            \
-  "   WHEN json_type(r.request_body) = 'array'"                                                    \
-  "    THEN json_extract(r.request_body, '$[' || k.key || ']')"                                    \
-  "   WHEN c.wrap IS NOT NULL AND json_type(r.request_body, '$.\"' || c.wrap || '\"') = 'array'"   \
-  "    THEN json_extract(r.request_body, '$.\"' || c.wrap || '\"[' || k.key || ']')"               \
-  "   ELSE r.request_body END) AS hash"                                                            \
+  "SELECT r.destination, k.value, r.id, r.method, r.url,"                                          \
+  " CASE WHEN r.method = 'DELETE' OR r.request_body IS NULL THEN NULL"                             \
+  "  WHEN json_type(r.request_body) = 'array'"                                                     \
+  "   THEN json_extract(r.request_body, '$[' || k.key || ']')"                                     \
+  "  WHEN c.wrap IS NOT NULL AND json_type(r.request_body, '$.\"' || c.wrap || '\"') = 'array'"    \
+  "   THEN json_extract(r.request_body, '$.\"' || c.wrap || '\"[' || k.key || ']')"                \
+  "  ELSE r.request_body END"                                                                      \
   " FROM callrail_responses r"                                                                     \
   " JOIN json_each(CASE WHEN json_valid(r.record_keys) THEN r.record_keys END) k"                  \
   " LEFT JOIN (SELECT name, json_extract(config, '$.batch.wrap') AS wrap"                          \
   "  FROM callrail_destinations) c ON c.name = r.destination"                                      \
-  " WHERE %s) "
+  " WHERE "
 
-static void cr_identity_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  cr_identity *p = (cr_identity *)sqlite3_user_data(ctx);
-  char *zHash = cr_identity_hash(p, (const char *)sqlite3_value_text(argv[0]),
-                                 (const char *)sqlite3_value_text(argv[1]),
-                                 (const char *)sqlite3_value_text(argv[2]));
-  (void)argc;
-  if (zHash == 0) {
-    sqlite3_result_error_nomem(ctx);
-  } else {
-    sqlite3_result_text(ctx, zHash, -1, sqlite3_free);
+/* Writes one key's identity with pWrite: ?1 destination, ?2 key, ?3 the
+** identity, ?4 response id (from the query's row pRead), ?5 zRemoteId. */
+static int cr_identity_write(cr_identity *pIdent, sqlite3_stmt *pRead, sqlite3_stmt *pWrite,
+                             const char *zRemoteId, char **pzErr) {
+  char *zHash = cr_identity_hash(pIdent, (const char *)sqlite3_column_text(pRead, 3),
+                                 (const char *)sqlite3_column_text(pRead, 4),
+                                 (const char *)sqlite3_column_text(pRead, 5));
+  int rc = SQLITE_OK;
+  if (zHash == 0) return SQLITE_NOMEM;
+  sqlite3_bind_value(pWrite, 1, sqlite3_column_value(pRead, 0));
+  sqlite3_bind_value(pWrite, 2, sqlite3_column_value(pRead, 1));
+  sqlite3_bind_text(pWrite, 3, zHash, -1, sqlite3_free);
+  sqlite3_bind_value(pWrite, 4, sqlite3_column_value(pRead, 2));
+  if (sqlite3_bind_parameter_count(pWrite) >= 5) {
+    sqlite3_bind_text(pWrite, 5, zRemoteId, -1, SQLITE_STATIC);
   }
+  if (sqlite3_step(pWrite) != SQLITE_DONE) {
+    cr_set_error(pzErr, "%s", sqlite3_errmsg(sqlite3_db_handle(pWrite)));
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_reset(pWrite);
+  return rc;
 }
 
-/* Runs zSql (one statement, binding ?1 and ?2) with callrail_identity()
-** defined on db for its duration only. */
-static int cr_identity_exec(sqlite3 *db, const char *zSql, sqlite3_int64 iArg, const char *zArg,
-                            char **pzErr) {
+/* For each key of the responses zWhere selects (binding ?1 to iArg), writes
+** its identity with zWrite (see cr_identity_write). */
+static int cr_identity_each(sqlite3 *db, const char *zWhere, sqlite3_int64 iArg, const char *zWrite,
+                            const char *zRemoteId, char **pzErr) {
   cr_identity *pIdent = 0;
-  sqlite3_stmt *pStmt = 0;
-  int rc = cr_identity_open(db, &pIdent, pzErr);
-  if (rc == SQLITE_OK) {
-    rc = sqlite3_create_function(db, "callrail_identity", 3, SQLITE_UTF8, pIdent, cr_identity_func,
-                                 0, 0);
-    if (rc != SQLITE_OK) cr_set_error(pzErr, "%s", sqlite3_errmsg(db));
+  sqlite3_stmt *pRead = 0;
+  sqlite3_stmt *pWrite = 0;
+  char *zRead = sqlite3_mprintf(CR_SQL_KEY_REQUESTS "%s", zWhere);
+  int rc = zRead ? cr_identity_open(db, &pIdent, pzErr) : SQLITE_NOMEM;
+  int step = SQLITE_DONE;
+  if (rc == SQLITE_OK) rc = cr_prepare(db, zRead, &pRead, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(db, zWrite, &pWrite, pzErr);
+  if (rc == SQLITE_OK && sqlite3_bind_parameter_count(pRead) >= 1) {
+    sqlite3_bind_int64(pRead, 1, iArg);
   }
-  if (rc == SQLITE_OK) rc = cr_prepare(db, zSql, &pStmt, pzErr);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_int64(pStmt, 1, iArg);
-    sqlite3_bind_text(pStmt, 2, zArg, -1, SQLITE_STATIC);
-    rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    if (rc != SQLITE_OK) cr_set_error(pzErr, "%s", sqlite3_errmsg(db));
+  while (rc == SQLITE_OK && (step = sqlite3_step(pRead)) == SQLITE_ROW) {
+    rc = cr_identity_write(pIdent, pRead, pWrite, zRemoteId, pzErr);
   }
-  sqlite3_finalize(pStmt);
-  sqlite3_create_function(db, "callrail_identity", 3, SQLITE_UTF8, 0, 0, 0, 0);
+  if (rc == SQLITE_OK && step != SQLITE_DONE) {
+    cr_set_error(pzErr, "%s", sqlite3_errmsg(db));
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_finalize(pRead);
+  sqlite3_finalize(pWrite);
   cr_identity_close(pIdent);
+  sqlite3_free(zRead);
   return rc;
 }
 
 int cr_identity_rehash_delivered(sqlite3 *db, char **pzErr) {
-  char *zSql = sqlite3_mprintf(CR_SQL_KEY_REQUESTS
-                               "UPDATE callrail_delivered AS d SET record_hash = kr.hash FROM kr"
-                               " WHERE kr.dest = d.destination AND kr.rkey = d.record_key"
-                               " AND kr.rid = d.response_id",
-                               "r.id IN (SELECT response_id FROM callrail_delivered)");
-  int rc = zSql ? cr_identity_exec(db, zSql, 0, 0, pzErr) : SQLITE_NOMEM;
-  sqlite3_free(zSql);
-  return rc;
+  return cr_identity_each(db, "r.id IN (SELECT response_id FROM callrail_delivered)", 0,
+                          "UPDATE callrail_delivered SET record_hash = ?3"
+                          " WHERE destination = ?1 AND record_key = ?2 AND response_id = ?4",
+                          0, pzErr);
 }
 
 int cr_identity_deliver(sqlite3 *db, sqlite3_int64 iResponseId, const char *zRemoteId,
                         char **pzErr) {
-  char *zSql = sqlite3_mprintf(
-      CR_SQL_KEY_REQUESTS
+  return cr_identity_each(
+      db, "r.id = ?1", iResponseId,
       "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
-      " delivered_at, remote_id) SELECT dest, rkey, hash, rid,"
-      " strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ','now'), ?2 FROM kr WHERE 1"
+      " delivered_at, remote_id) VALUES(?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?5)"
       " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
       " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"
       " remote_id=coalesce(excluded.remote_id, remote_id)"
       " WHERE excluded.response_id > callrail_delivered.response_id",
-      "r.id = ?1");
-  int rc = zSql ? cr_identity_exec(db, zSql, iResponseId, zRemoteId, pzErr) : SQLITE_NOMEM;
-  sqlite3_free(zSql);
-  return rc;
+      zRemoteId, pzErr);
 }

@@ -333,8 +333,8 @@ int cr_request_split(sqlite3 *db, const cr_dest *pDest, const cr_request *pReq,
 */
 struct cr_pipeline {
   const cr_dest *pDest;
-  sqlite3 *db;          /* the user's connection (records, JSON functions) */
-  const char *zApiBase; /* resolves path URLs */
+  sqlite3 *db;    /* the user's connection (records, JSON functions) */
+  char *zApiBase; /* resolves path URLs (a copy: the caller's may go first) */
   cr_records *pRecords;
   cr_batcher *pBatcher;
   int recordsDone;
@@ -373,8 +373,10 @@ int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, co
   memset(p, 0, sizeof(*p));
   p->pDest = pDest;
   p->db = db;
-  p->zApiBase = zApiBase;
-  if (zJson) {
+  p->zApiBase = cr_strdup(zApiBase);
+  if (p->zApiBase == 0) {
+    rc = SQLITE_NOMEM;
+  } else if (zJson) {
     rc = cr_records_open_json(db, pDest, zApiBase, zJson, &p->pRecords, pzErr);
   } else {
     rc = cr_records_open(db, pDest, zApiBase, zQuery, &p->pRecords, pzErr);
@@ -521,6 +523,7 @@ static int cr_pipeline_take(cr_pipeline *p, cr_record *pRec, cr_request **ppReq,
 void cr_pipeline_close(cr_pipeline *p) {
   if (p) {
     sqlite3_finalize(p->pDelivered);
+    sqlite3_free(p->zApiBase);
     cr_keyset_close(p->pUnresolved);
     cr_records_close(p->pRecords);
     cr_batcher_free(p->pBatcher);

@@ -4,6 +4,7 @@
 # first.
 #
 #   unit:      the config parser, linked into a program under ASan+UBSan
+#   identity:  request identity (URL normalisation, canonical JSON), likewise
 #   fake:      the fake CallRail server's own self-test
 #   plain:     SQL and scenario tests through the sqlite3 shell (every
 #              tests/sql/*.sql and tests/test_*.py, slow ones included)
@@ -25,13 +26,14 @@ cd "$(dirname "$0")/.." || exit 2
 mkdir -p tests/tmp
 
 # Longest first, so that the short ones fill the gaps.
-SUITES="valgrind plain compat asan embed fake unit"
+SUITES="valgrind plain compat asan embed fake unit identity"
 
 # Runs suite $1, its output in tests/tmp/$1.out; returns its exit code.
 run_suite() {
   out=tests/tmp/$1.out
   case $1 in
     unit)     make -s build/unit/config_test >/dev/null && ./build/unit/config_test > "$out" 2>&1 ;;
+    identity) make -s build/unit/identity_test >/dev/null && ./build/unit/identity_test > "$out" 2>&1 ;;
     fake)     python3 tests/fake_callrail_selftest.py > "$out" 2>&1
               rc=$?
               n=$(grep -Eo 'Ran [0-9]+ tests' "$out" | grep -Eo '[0-9]+')
