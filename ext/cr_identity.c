@@ -13,11 +13,15 @@
 **   - its body as canonical JSON: object members in any order, any
 **     insignificant whitespace, numbers as SQLite reads them (1.50 = 1.5).
 **
-** The body is walked with SQLite's json_tree(): each node contributes a
-** 64-bit hash of (path, type, value), and the contributions are added up.
-** Addition does not care about order, so reordered members give the same
-** sum without sorting them, while the path keeps array elements in their
-** places and members under their names.  The identity is 64 bits, written
+** The body is walked with SQLite's json_each(), one level at a time: each
+** node contributes a 64-bit hash of (path, type, value), and the
+** contributions are added up.  Addition does not care about order, so
+** reordered members give the same sum without sorting them, while the path
+** (a hash of the member names and array indexes leading to the node) keeps
+** array elements in their places and members under their names.  The path
+** is built from json_each's `key`, not json_tree's `fullkey`, whose quoting
+** differs between SQLite versions: the identity must not change when the
+** user upgrades SQLite.  The identity is 64 bits, written
 ** as 16 hex digits in callrail_delivered.record_hash (a collision, which
 ** would skip one changed record, has a chance of 2^-64).
 */
@@ -27,9 +31,12 @@ SQLITE_EXTENSION_INIT3
 #include <ctype.h>
 #include <string.h>
 
+/* Containers nested deeper than this are hashed as their text. */
+#define CR_IDENTITY_DEPTH 8
+
 struct cr_identity {
   sqlite3 *db;
-  sqlite3_stmt *pTree; /* the nodes of a JSON text */
+  sqlite3_stmt *apEach[CR_IDENTITY_DEPTH]; /* json_each, one per level in use */
 };
 
 #define CR_FNV_OFFSET 14695981039346656037ULL
@@ -82,6 +89,8 @@ char *cr_url_normalize(const char *zUrl) {
   return zOut;
 }
 
+#define CR_SQL_EACH "SELECT key, type, atom, value FROM json_each(?1)"
+
 int cr_identity_open(sqlite3 *db, cr_identity **pp, char **pzErr) {
   cr_identity *p = sqlite3_malloc(sizeof(*p));
   int rc;
@@ -89,7 +98,7 @@ int cr_identity_open(sqlite3 *db, cr_identity **pp, char **pzErr) {
   if (p == 0) return SQLITE_NOMEM;
   memset(p, 0, sizeof(*p));
   p->db = db;
-  rc = cr_prepare(db, "SELECT fullkey, type, atom FROM json_tree(?1)", &p->pTree, pzErr);
+  rc = cr_prepare(db, CR_SQL_EACH, &p->apEach[0], pzErr);
   if (rc != SQLITE_OK) {
     cr_identity_close(p);
     *pp = 0;
@@ -98,29 +107,40 @@ int cr_identity_open(sqlite3 *db, cr_identity **pp, char **pzErr) {
 }
 
 void cr_identity_close(cr_identity *p) {
+  int i;
   if (p) {
-    sqlite3_finalize(p->pTree);
+    for (i = 0; i < CR_IDENTITY_DEPTH; i++)
+      sqlite3_finalize(p->apEach[i]);
     sqlite3_free(p);
   }
 }
 
-/* The order-free sum of the hashes of zJson's nodes.  Text that is not
-** JSON (never made by the extension; possible in old audit rows) is hashed
-** as it is: it then only equals itself. */
-static sqlite3_uint64 cr_json_sum(cr_identity *p, const char *zJson) {
-  sqlite3_uint64 sum = 0;
+/* Adds to *pSum the hashes of the nodes inside the container zJson, whose
+** path hashes to hPath, at nesting level iDepth.  Text that is not JSON
+** (never made by the extension; possible in old audit rows) is hashed as it
+** is: it then only equals itself. */
+static void cr_json_sum(cr_identity *p, const char *zJson, sqlite3_uint64 hPath, int iDepth,
+                        sqlite3_uint64 *pSum) {
+  sqlite3_stmt *pEach;
   int rc;
-  sqlite3_bind_text(p->pTree, 1, zJson, -1, SQLITE_STATIC);
-  while ((rc = sqlite3_step(p->pTree)) == SQLITE_ROW) {
-    sqlite3_uint64 h = CR_FNV_OFFSET;
-    h = cr_fnv(h, (const char *)sqlite3_column_text(p->pTree, 0));
-    h = cr_fnv(h, (const char *)sqlite3_column_text(p->pTree, 1));
-    h = cr_fnv(h, (const char *)sqlite3_column_text(p->pTree, 2));
-    sum += cr_mix(h);
+  if (iDepth >= CR_IDENTITY_DEPTH ||
+      (p->apEach[iDepth] == 0 &&
+       sqlite3_prepare_v2(p->db, CR_SQL_EACH, -1, &p->apEach[iDepth], 0) != SQLITE_OK)) {
+    *pSum += cr_mix(cr_fnv(hPath, zJson));
+    return;
   }
-  sqlite3_reset(p->pTree);
-  if (rc != SQLITE_DONE) sum = cr_mix(cr_fnv(CR_FNV_OFFSET, zJson));
-  return sum;
+  pEach = p->apEach[iDepth];
+  sqlite3_bind_text(pEach, 1, zJson, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(pEach)) == SQLITE_ROW) {
+    const char *zType = (const char *)sqlite3_column_text(pEach, 1);
+    sqlite3_uint64 h = cr_fnv(hPath, (const char *)sqlite3_column_text(pEach, 0));
+    *pSum += cr_mix(cr_fnv(cr_fnv(h, zType), (const char *)sqlite3_column_text(pEach, 2)));
+    if (zType && (strcmp(zType, "object") == 0 || strcmp(zType, "array") == 0)) {
+      cr_json_sum(p, (const char *)sqlite3_column_text(pEach, 3), h, iDepth + 1, pSum);
+    }
+  }
+  sqlite3_reset(pEach);
+  if (rc != SQLITE_DONE) *pSum += cr_mix(cr_fnv(hPath ^ 1, zJson));
 }
 
 char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, const char *zBody) {
@@ -129,7 +149,11 @@ char *cr_identity_hash(cr_identity *p, const char *zMethod, const char *zUrl, co
   if (zNorm == 0) return 0;
   h = cr_fnv(h, zMethod);
   h = cr_fnv(h, zNorm);
-  if (zBody) h = cr_mix(h + cr_json_sum(p, zBody));
+  if (zBody) {
+    sqlite3_uint64 sum = 0;
+    cr_json_sum(p, zBody, CR_FNV_OFFSET, 0, &sum);
+    h = cr_mix(h + sum);
+  }
   sqlite3_free(zNorm);
   return sqlite3_mprintf("%016llx", h);
 }

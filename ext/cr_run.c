@@ -85,6 +85,7 @@ struct cr_run {
   sqlite3_int64 tBeat;             /* when the heartbeat was last renewed */
   char *zWaitingFor;               /* the live run this one waits for, or NULL */
   char *zQuotaNote;                /* the quota a Retry-After said is exhausted */
+  cr_request *pInvalid;            /* an invalid record read after a refill's jobs */
   struct curl_slist *apHeaders[2]; /* header lines, without and with a body */
   int ended;
   int counted;              /* holds one of pConn->nRuns */
@@ -436,17 +437,19 @@ static cr_job *cr_queue_take(cr_run *pRun, sqlite3_int64 tNow) {
 
 /* The next job to start: a queued one that is due, else a new request
 ** from the pipeline.  NULL when none is ready now. */
-static int cr_run_next_job(cr_run *pRun, cr_job **ppJob, char **pzErr) {
+static int cr_run_next_job(cr_run *pRun, int nGathered, cr_job **ppJob, char **pzErr) {
   cr_request *pReq = 0;
   int rc = SQLITE_OK;
   *ppJob = cr_queue_take(pRun, cr_now_ms());
-  while (*ppJob == 0 && rc == SQLITE_OK && !pRun->pipelineDone) {
+  while (*ppJob == 0 && rc == SQLITE_OK && !pRun->pipelineDone && pRun->pInvalid == 0) {
     rc = cr_pipeline_next(pRun->pPipe, &pReq, pzErr);
     if (rc != SQLITE_OK) break;
     if (pReq == 0) {
       pRun->pipelineDone = 1;
     } else if (pReq->isChanged) {
       cr_request_free(pReq); /* sync "new": counted by the pipeline, not sent */
+    } else if (pReq->zError && nGathered > 0) {
+      pRun->pInvalid = pReq; /* its row after the gathered ones': ids in query order */
     } else if (pReq->zError) {
       rc = cr_run_invalid(pRun, pReq, pzErr);
       if (pRun->pHead) break; /* hand the invalid row back first */
@@ -530,7 +533,7 @@ static int cr_run_gather(cr_run *pRun, cr_job **apJob, int *pn, char **pzErr) {
          pRun->nFlying + *pn < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
          pRun->pHead == 0) {
     cr_job *pJob = 0;
-    rc = cr_run_next_job(pRun, &pJob, pzErr);
+    rc = cr_run_next_job(pRun, *pn, &pJob, pzErr);
     if (rc == SQLITE_INTERRUPT) {
       /* Ctrl-C while the user's query computed its next row. */
       sqlite3_free(*pzErr);
@@ -583,6 +586,11 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
     } else {
       cr_queue_push(pRun, apJob[i], 0); /* ended by cr_run_drop_queue */
     }
+  }
+  if (rc == SQLITE_OK && pRun->pInvalid) {
+    cr_request *pReq = pRun->pInvalid;
+    pRun->pInvalid = 0;
+    rc = cr_run_invalid(pRun, pReq, pzErr);
   }
   return rc;
 }
@@ -978,5 +986,6 @@ void cr_run_close(cr_run *pRun) {
   sqlite3_free(pRun->zEndError);
   sqlite3_free(pRun->zWaitingFor);
   sqlite3_free(pRun->zQuotaNote);
+  cr_request_free(pRun->pInvalid);
   sqlite3_free(pRun);
 }

@@ -33,7 +33,7 @@ from helpers import (
     iso_seconds, log_url, names_query, q, responses, run, runs, seed_companies, send_query)
 
 SEND_COLUMNS = ["response_id", "batch", "records", "method", "url", "status", "state", "error",
-                "response_body", "attempts", "duration_ms"]
+                "response_body", "attempts", "duration_ms", "record_key", "remote_id"]
 
 
 # -- tests ----------------------------------------------------------------------------------
