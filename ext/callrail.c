@@ -377,7 +377,8 @@ static int cr_register_functions(sqlite3 *db, cr_conn *pConn, char **pzErr) {
 }
 
 /* WAL lets the audit connection commit while the user's statement reads
-** (DESIGN-NOTES 1).  In-memory and read-only databases keep their mode. */
+** (docs/design.md#durable-intent-the-second-connection).  In-memory and read-only databases keep
+*their mode. */
 static void cr_enable_wal(sqlite3 *db) {
   const char *zFile = sqlite3_db_filename(db, "main");
   if (zFile && zFile[0] && !sqlite3_db_readonly(db, "main")) {

@@ -1,7 +1,7 @@
 /*
 ** cr_config.c - parses and validates a destination's JSON config.
 **
-** A destination (SPEC section 4) is a JSON object kept in the config
+** A destination (README "Destination config") is a JSON object kept in the config
 ** column of callrail_destinations.  callrail_destination() checks it when
 ** it is saved, and every use (send, preview, test) parses it again with the
 ** same code, so a config that was accepted always means the same thing.
@@ -1031,13 +1031,8 @@ static const cfg_key cfg_aTopKey[] = {
     {"json", cfg_json, 0, 0, 0},
 };
 
-/* A new cr_dest holding every default of SPEC section 4. */
-static int cfg_dest_new(cfg_ctx *p) {
-  cr_dest *pDest = sqlite3_malloc64(sizeof(cr_dest));
-  if (pDest == 0) return cfg_nomem(p);
+void cr_dest_defaults(cr_dest *pDest) {
   memset(pDest, 0, sizeof(*pDest));
-  p->pDest = pDest;
-  pDest->zName = cr_strdup(p->zName);
   pDest->eMethod = CR_METHOD_POST;
   pDest->eGrouping = CR_GROUP_COUNT;
   pDest->concurrency = 4;
@@ -1052,6 +1047,15 @@ static int cfg_dest_new(cfg_ctx *p) {
   pDest->progress = -1;
   pDest->eUpdateMethod = CR_METHOD_PUT;
   pDest->leaseMs = 60000;
+}
+
+/* A new cr_dest holding every default of README "Destination config". */
+static int cfg_dest_new(cfg_ctx *p) {
+  cr_dest *pDest = sqlite3_malloc64(sizeof(cr_dest));
+  if (pDest == 0) return cfg_nomem(p);
+  cr_dest_defaults(pDest);
+  p->pDest = pDest;
+  pDest->zName = cr_strdup(p->zName);
   return pDest->zName ? SQLITE_OK : cfg_nomem(p);
 }
 

@@ -265,7 +265,6 @@ static int cr_pager_intend(cr_pager *p, const char *zUrl, sqlite3_int64 *piId, c
     req.eMethod = CR_METHOD_GET;
     req.zUrl = (char *)zUrl;
     rc = cr_store_pending(p->pStore, p->iRun, p->pCred->zName, &req, piId, pzErr);
-    p->counts.requests++;
   }
   if (rc == SQLITE_OK) rc = cr_store_flush(p->pStore, pzErr);
   return rc;
@@ -324,10 +323,6 @@ static int cr_pager_record(cr_pager *p, sqlite3_int64 iId, const cr_xfer *pX, co
   o.zError = (char *)zWhy;
   o.nAttempts = nAttempts;
   o.durationMs = pX->durationMs;
-  if (zWhy)
-    p->counts.failed++;
-  else
-    p->counts.ok++;
   rc = cr_store_outcome(p->pStore, iId, &o, pzErr);
   if (rc == SQLITE_OK) rc = cr_store_flush(p->pStore, pzErr);
   return rc;
@@ -541,16 +536,10 @@ static int cr_pager_first_url(cr_pager *p, const char *zPath, const char *zParam
 ** policy, CallRail's rate limits) and no extra headers. */
 static void cr_pager_dest(cr_pager *p, const char *zCred) {
   cr_dest *d = &p->dest;
+  cr_dest_defaults(d);
   d->zName = (char *)zCred;
   d->eMethod = CR_METHOD_GET;
   d->concurrency = 1;
-  d->timeoutMs = 30000;
-  d->connectTimeoutMs = 10000;
-  d->maxAttempts = 5;
-  d->baseDelayMs = 500;
-  d->maxDelayMs = 60000;
-  d->perHour = d->perDay = d->perSecond = -1;
-  d->leaseMs = 60000;
   d->maxResponseBytes = CR_GET_MAX_RESPONSE;
 }
 

@@ -15,14 +15,15 @@
 ** so that an answer in flight is never read late and judged timed out.
 ** The caller takes the multi handle back the next time it calls in.
 **
-** Safety rules that every request follows (SPEC section 6):
+** Safety rules that every request follows (README "Guarantees"):
 **   - the URL's origin must be the credential's api_base, checked here,
 **     before the transfer gets the header that carries the key;
 **   - only https (http for loopback bases) and no redirects: a 3xx is an
 **     answer, recorded with its Location;
 **   - TLS peers and host names are always verified;
 **   - libcurl re-sends a request on its own when a reused keep-alive
-**     connection turns out dead before any response byte (DESIGN-NOTES 3).
+**     connection turns out dead before any response byte
+*(docs/design.md#no-second-post-the-prereqfunction-block).
 **     For POST and PATCH that may duplicate a phone call, so the
 **     CURLOPT_PREREQFUNCTION callback, which runs once per attempt to send,
 **     aborts the second attempt.  The transfer then reports a dropped

@@ -152,6 +152,9 @@ typedef struct cr_dest {
 int cr_dest_parse(sqlite3 *db, const char *zName, const char *zConfig, cr_dest **ppDest,
                   char **pzErr);
 void cr_dest_free(cr_dest *p);
+/* Sets every field of *pDest to its default (README "Destination config"),
+** names and lists empty. */
+void cr_dest_defaults(cr_dest *pDest);
 
 /* Loads destination zName from callrail_destinations and parses it;
 ** *pActive receives its active flag (pActive may be NULL). */
@@ -550,6 +553,8 @@ int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_in
 /* Renews the run's heartbeat; zNote (if not NULL) becomes its error text,
 ** which tells a user outside a terminal what a running run waits for. */
 int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr);
+/* Ends the run: records, skipped and changed from pCounts; its requests
+** and their states are counted from its rows. */
 int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *pCounts,
                      const char *zStatus, const char *zError, char **pzErr);
 /* Writes the `pending` row of a request before it leaves. */

@@ -73,7 +73,7 @@ void cr_quota_key_clear(cr_quota_key *pKey) {
 #define CR_WINDOW_DAY 2
 #define CR_N_WINDOW 3
 
-/* CallRail's published limits (callrail-api.md section 5). */
+/* CallRail's published limits (docs/callrail-api.md#rate-limits). */
 static const sqlite3_int64 cr_default_limits[3][CR_N_WINDOW] = {
     /* general */ {0, 1000, 10000},
     /* sms */ {0, 150, 1000},

@@ -9,7 +9,7 @@
 ** yet returned, never the query's result.
 **
 ** Before a request leaves, its `pending` row is committed (cr_store); when
-** it ends, its outcome.  Retries follow SPEC section 4: a 429 is retried
+** it ends, its outcome.  Retries follow README "Destination config": a 429 is retried
 ** for every method; a 5xx or a transport error only for PUT and DELETE,
 ** and for POST/PATCH only when the request provably never left (connect
 ** refused) or `retry_post` is set, because CallRail has no idempotency keys

@@ -6,7 +6,8 @@
 ** process, while the user's SELECT (callrail_send, callrail_test) is still
 ** running on the user's connection.  So the store opens a second connection
 ** on the same database file: in WAL mode it commits while the user's
-** statement reads (DESIGN-NOTES 1).  It falls back to the user's own
+** statement reads (docs/design.md#durable-intent-the-second-connection).  It falls back to the
+*user's own
 ** connection when there is no file to open (in-memory and temporary
 ** databases), when the file is not in WAL mode, and when the user is inside
 ** an explicit transaction, which a second writer would wait on forever; the

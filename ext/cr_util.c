@@ -52,7 +52,8 @@ int cr_exec(sqlite3 *db, const char *zSql, char **pzErr) {
 /*
 ** SQLite 3.40 has no sqlite3_is_interrupted(), but once sqlite3_interrupt()
 ** was called on a connection, stepping any statement on it returns
-** SQLITE_INTERRUPT (DESIGN-NOTES 2).  A trivial "SELECT 1" is that probe.
+** SQLITE_INTERRUPT (docs/design.md#interrupts-probing-for-ctrl-c).  A trivial "SELECT 1" is that
+*probe.
 ** The flag stays set while the user's statement runs, so probing does not
 ** consume it: the user's statement still ends with "interrupted".
 */

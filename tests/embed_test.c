@@ -1,6 +1,6 @@
 /*
 ** embed_test.c - the extension linked statically into a C program, the way
-** an application embeds it (SPEC section 1), against the fake CallRail
+** an application embeds it (README "Embedding in a C program"), against the fake CallRail
 ** server.
 **
 **   build/embed_test BASE TMPDIR
@@ -909,7 +909,7 @@ static void t_interrupt(void) {
 ** sqlite3_step() waits: here sqlite3_interrupt() is called between two
 ** steps while slow requests (2.5 s each) are in flight and finished ones
 ** wait to be returned.  The next step must still end the statement within
-** ~1.5 s (SPEC 6: "stops a run within a second"), leaving nothing pending. */
+** ~1.5 s (README "Guarantees": "stops a run within a second"), leaving nothing pending. */
 static void t_interrupt_between_steps(void) {
   sqlite3 *db = 0;
   sqlite3_stmt *pStmt = 0;
@@ -991,7 +991,7 @@ static void t_memory_db(void) {
 /* An interrupted send, in an in-memory database (whose audit rows are
 ** written by the interrupted connection itself) or inside BEGIN ... COMMIT
 ** on a file (where the extension's own connection writes them): the rows
-** must end up resolved (SPEC 6: an interrupt leaves the run resumable,
+** must end up resolved (README "Guarantees": an interrupt leaves the run resumable,
 ** nothing `pending`), in memory once the next run has recovered them.
 ** zFile NULL: in-memory; else a file database inside BEGIN ... COMMIT.
 ** EMBED_TEST_SKIP=memory_interrupt in the environment skips these checks

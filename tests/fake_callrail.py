@@ -2,7 +2,7 @@
 """A fake CallRail API v3 server for tests (Python 3.11, standard library only).
 
 It listens on 127.0.0.1 only and never opens a connection to anything.  It follows
-/work/shared/callrail-api.md (section 9 checklist): token auth, per-account sliding quotas,
+docs/callrail-api.md ("What the fake server mimics"): token auth, per-account sliding quotas,
 in-memory resources with CallRail's status codes and bodies, fault injection (5xx, delays,
 dropped connections, redirects, per-path rules), a JSON-lines request log, and control
 endpoints under /__fake/.

@@ -1,4 +1,4 @@
-# callrail_accounts(credential) (SPEC section 3): GET /v3/a.json, the
+# callrail_accounts(credential) (README "Functions"): GET /v3/a.json, the
 # accounts an API key can see.
 #
 # Properties checked, against the fake's request log:

@@ -104,7 +104,7 @@ def test_null_or_blob_config_is_an_error_naming_the_destination(ctx):
 def test_nul_in_config_member_names_is_not_silently_cut(ctx):
     # JSON member names may hold an escaped NUL; the config must not read
     # "concurrency\u0000junk" as "concurrency", nor drop what follows the NUL
-    # of a header name (CR/LF anywhere in headers is an error, SPEC 4).
+    # of a header name (CR/LF anywhere in headers is an error, README "Destination config").
     stmts = [
         r"""SELECT callrail_destination('k_top', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","concurrency\u0000junk":5}');""",
         r"""SELECT callrail_destination('k_batch', '{"credential":"fake","url":"/v3/a/{account_id}/companies.json","batch":{"size\u0000x":5}}');""",
@@ -149,7 +149,7 @@ def test_send_to_an_inactive_destination_is_refused_and_sends_nothing(ctx):
         assert outs[i].startswith("Runtime error") and '"d"' in outs[i] \
             and "not active" in outs[i], outs[i]
     assert_nothing_sent(ctx)
-    # callrail_test is allowed on an inactive destination (SPEC 3).
+    # callrail_test is allowed on an inactive destination (README "Functions").
     _, out = ctx.sql(ctx.setup_credential()
                      + "SELECT json_extract(callrail_test('d', '{\"name\":\"t\"}'), '$.state');")
     assert out.split() == ["fake", "ok"], out
@@ -212,7 +212,7 @@ def test_query_that_is_not_one_read_only_select_is_an_error_and_runs_nothing(ctx
 
 
 def test_table_names_with_semicolons_and_comments_are_accepted_as_queries(ctx):
-    # The counterpart of the refusals above: what SPEC 3 allows does work.
+    # The counterpart of the refusals above: what README "Functions" allows does work.
     make_table(ctx)
     queries = ["t", "main.t", "SELECT name FROM t;", "  SELECT name FROM t ;; ",
                "-- c\nSELECT name FROM t -- trailing", "/* c */ WITH x AS (SELECT name FROM t) SELECT * FROM x"]
@@ -324,7 +324,7 @@ def test_one_megabyte_values_do_not_crash(ctx):
 
 
 def test_records_with_many_attributes_are_built(ctx):
-    # Every column becomes an attribute (SPEC 3): 200 columns, a config that
+    # Every column becomes an attribute (README "Functions"): 200 columns, a config that
     # callrail_destination accepted with 150 excluded names or 150 batch
     # attributes, are no reason for an internal error at use.
     cols = ", ".join("%d AS c%d" % (i, i) for i in range(200))

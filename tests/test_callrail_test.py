@@ -1,4 +1,4 @@
-# callrail_test(destination, record_json) (SPEC section 3).
+# callrail_test(destination, record_json) (README "Functions").
 #
 # Properties checked, against the fake's request log and the audit tables:
 #   - it sends one request built from the record and returns a JSON object

@@ -1,4 +1,4 @@
-# SPEC section 4 `key`: change detection, and the guarantee that a record
+# README "Destination config" `key`: change detection, and the guarantee that a record
 # whose POST may have arrived is never sent again by itself.
 #
 # Properties checked (fake request log vs. callrail_runs / callrail_responses /

@@ -1,4 +1,4 @@
-"""Credentials (SPEC 2, 3 and 6): callrail_credential(name, 'env:VAR' |
+"""Credentials (README "Tables", README "Functions" and README "Guarantees"): callrail_credential(name, 'env:VAR' |
 'file:PATH' | token [, api_base]) stores only the reference ('env:VAR',
 'file:PATH' or 'memory'), never the key: not in any table, nor in the bytes of
 the database file, its -wal or -shm, nor in any error message or preview

@@ -1,4 +1,4 @@
-"""SQLITE_DIRECTONLY (SPEC 3 and 6): a view, trigger or DEFAULT expression in a
+"""SQLITE_DIRECTONLY (README "Functions" and README "Guarantees"): a view, trigger or DEFAULT expression in a
 database file cannot call callrail_credential, callrail_destination,
 callrail_activate, callrail_deactivate or callrail_test, nor select from
 callrail_preview, callrail_send or callrail_accounts, even with

@@ -1,4 +1,4 @@
-# Durability (SPEC section 6 "nothing is lost"): a request's `pending` row is
+# Durability (README "Guarantees" "nothing is lost"): a request's `pending` row is
 # durable before it leaves; a dead run's rows are recovered by the next run of
 # the destination, a live run's are not; re-runs never POST a record twice.
 #
@@ -254,7 +254,7 @@ def test_send_inside_a_transaction_that_has_written_is_refused_without_sending_o
 
 
 def test_send_inside_a_transaction_that_is_rolled_back_keeps_its_audit_rows(ctx):
-    # SPEC 6 "nothing is lost": the requests left, so their rows must stay
+    # README "Guarantees" "nothing is lost": the requests left, so their rows must stay
     rows, log, table = check_txn(ctx, "BEGIN;\n", "ROLLBACK;\n")
     assert rows == [{"state": "ok", "n": 5}], rows
     assert len(log) == 5

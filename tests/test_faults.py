@@ -1,4 +1,4 @@
-# Fault injection (SPEC section 4 `retry`, section 6 "nothing is lost", "never a
+# Fault injection (README "Retries", "Guarantees" "nothing is lost", "never a
 # second POST"): every test compares the fake's request log with
 # callrail_responses and callrail_runs and asserts exact counts.
 #

@@ -1,4 +1,4 @@
-# Interrupts (SPEC section 6: "an interrupt (Ctrl-C, sqlite3_interrupt) stops a
+# Interrupts (README "Guarantees": "an interrupt (Ctrl-C, sqlite3_interrupt) stops a
 # run within a second, leaving it resumable"): SIGINT is sent to the sqlite3
 # shell's process group, as a terminal's Ctrl-C would, and the time from the
 # signal to the shell's exit is measured.

@@ -1,4 +1,4 @@
-"""Bounded resources (SPEC 6; issue "Hostile input and secrets" 4): a
+"""Bounded resources (README "Guarantees"): a
 response body over the destination's max_response_bytes is cut off: the
 body is not kept, the error says so, and the status stands (a 201 is still
 `ok`, so the record is not sent twice); a record whose URL would exceed

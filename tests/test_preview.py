@@ -329,7 +329,7 @@ def test_preview_equals_send_with_invalid_records(ctx):
 
 
 def test_preview_headers_equal_sent_headers_when_an_extra_header_overrides_a_default(ctx):
-    # Accept and User-Agent are not among the headers a config may not set (SPEC 4), so
+    # Accept and User-Agent are not among the headers a config may not set (README "Destination config"), so
     # a destination may set them; whatever the preview shows must be what is sent.
     destination(ctx, "d", {"credential": "fake", "url": COMPANIES, "concurrency": 1,
                            "headers": {"Accept": "application/json; version=3",

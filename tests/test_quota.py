@@ -1,4 +1,4 @@
-# Quotas (SPEC section 4 `rate_limit` and `on_quota`): the run paces itself
+# Quotas (README "Destination config" `rate_limit` and `on_quota`): the run paces itself
 # so CallRail never answers 429 when the limits are configured right.
 #
 # Properties checked (fake request log vs. callrail_responses/callrail_runs,

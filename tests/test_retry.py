@@ -1,4 +1,4 @@
-# SPEC section 4 `retry` and section 6 "nothing is lost / never a second POST":
+# README "Retries" and "Guarantees" "nothing is lost / never a second POST":
 # what is retried, how often, and what is never sent twice.
 #
 # Properties checked (fake request log vs. callrail_responses vs. the rows

@@ -1,9 +1,9 @@
-# callrail_send (SPEC sections 2, 3, 5): what it sends and what it records.
+# callrail_send (README "Tables" and "Functions"): what it sends and what it records.
 #
 # Properties checked, each proven against the fake server's request log, the
 # audit tables and the rows callrail_send returns:
 #   - one result row per request (and per invalid record) with exactly the
-#     SPEC section 3 columns, and the same facts in callrail_responses
+#     README "Functions" columns, and the same facts in callrail_responses
 #     (response_id = id, request_body = the body the fake received, url,
 #     method, status, state, attempts, duration_ms);
 #   - one callrail_runs row of kind 'send', status 'done', exact counts;
@@ -69,7 +69,7 @@ def test_one_result_row_per_request_with_the_same_facts_as_the_audit_and_the_fak
         assert t["response_body"] == e["response"], "response_body is not the raw body"
         assert t["run_id"] == run_rows[0]["run_id"] and t["destination"] == "co"
         assert t["attempts"] == 1 and t["sent_at"] and t["duration_ms"] >= 0
-    # SPEC section 5 headers
+    # README "Functions" (headers) headers
     for e in log:
         h = e["headers"]
         assert h["authorization"] == 'Token token="test-token"', h

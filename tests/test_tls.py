@@ -1,6 +1,5 @@
 """TLS: certificates are always verified; a credential's ca_file (or
-CURL_CA_BUNDLE) names the CA to verify with (SPEC 6, issue "Hostile input
-and secrets" 2).
+CURL_CA_BUNDLE) names the CA to verify with (README "Guarantees").
 
 A small HTTPS server on 127.0.0.1 with a self-signed certificate made for the
 test answers every request with 201 and a JSON body.  Without the

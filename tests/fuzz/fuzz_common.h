@@ -251,7 +251,7 @@ static inline int fz_is_tchar(unsigned char c) {
          (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != 0);
 }
 
-/* The header names a config may never set (SPEC section 4). */
+/* The header names a config may never set (README "Destination config"). */
 static inline int fz_header_forbidden(const char *z, int n) {
   static const char *const az[] = {"Authorization", "Content-Type", "Content-Length", "Host",
                                    "Transfer-Encoding"};

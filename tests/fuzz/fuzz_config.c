@@ -1,5 +1,5 @@
 /*
-** fuzz_config.c - libFuzzer target: a destination config (SPEC section 4).
+** fuzz_config.c - libFuzzer target: a destination config (README "Destination config").
 **
 ** The input, as text, is the config JSON of destination "d":
 **

@@ -6,7 +6,7 @@
 **
 **   {"credential":"c","url":"/v3/a/A/x","headers": <input as a JSON string>}
 **
-** and the config is parsed.  A small model of SPEC section 4 (below) says
+** and the config is parsed.  A small model of README "Destination config" (below) says
 ** whether the string must be accepted and which headers it gives; the
 ** parser must agree exactly.  Whatever the model says, an accepted config
 ** must never hold CR, LF, NUL or another control character in a header, an

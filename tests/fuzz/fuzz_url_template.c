@@ -19,8 +19,8 @@
 **     space, CR, LF, "/", "?", "#", "@", ":" or anything else with meaning;
 **     hence no "#" or "?" unless the template has one;
 **   - when the record and params hold no JSON escapes (so SQLite's own
-**     decoding is not in question), be the URL that a model of SPEC section
-**     4 builds, each value decoding back to itself: {name} from the
+**     decoding is not in question), be the URL that a model of README
+**     "Destination config" builds, each value decoding back to itself: {name} from the
 **     record's attribute, else from params; {record.name} from the record only; a missing or null
 *value,
 **     or an object or array, makes the record invalid;

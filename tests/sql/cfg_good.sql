@@ -3,7 +3,7 @@
 -- updated_at; a rejected replacement leaves the saved row untouched;
 -- callrail_activate/callrail_deactivate of an unknown name is an error naming it.
 SELECT callrail_credential('fake', 'test-token', '{{BASE}}');
--- Every key of SPEC section 4, valid.
+-- Every key of README "Destination config", valid.
 SELECT callrail_destination('full', '{
   "credential": "fake", "method": "PUT",
   "url": "/v3/a/{account_id}/companies/{record.id}.json",

@@ -1,5 +1,5 @@
 -- The preview's `headers` column is a JSON object of every header the request carries
--- (SPEC 5): Authorization shown as Token token="***" (never the key), Accept:
+-- (README "Functions" (headers)): Authorization shown as Token token="***" (never the key), Accept:
 -- application/json, User-Agent: callrail-sqlite/<version>, Content-Type: application/json
 -- only when there is a body, then the configured extra headers in config order, given as
 -- "h1:v1,h2:v2" (spaces around names and values trimmed) or as a JSON object.  DELETE has

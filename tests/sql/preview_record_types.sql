@@ -1,4 +1,4 @@
--- callrail_preview maps each result row to one JSON record exactly as SPEC 3 says:
+-- callrail_preview maps each result row to one JSON record exactly as README "Functions" says:
 -- INTEGER/REAL -> JSON numbers, TEXT -> strings (escaped), NULL -> null, values with
 -- SQLite's JSON subtype (json(), json_object(), json_array(), ->) nested as JSON;
 -- column names become attribute names in column order; the query may be a SELECT,

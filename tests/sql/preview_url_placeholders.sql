@@ -1,4 +1,4 @@
--- URL placeholders (SPEC 4 `url`): {x} takes the record's attribute x, else params.x;
+-- URL placeholders (README "Destination config" `url`): {x} takes the record's attribute x, else params.x;
 -- {record.x} takes the record's attribute only; a missing or NULL value makes the record an
 -- invalid row whose error names the record and the placeholder; values are percent-encoded
 -- (only RFC 3986 unreserved characters stay, UTF-8 bytes encoded); numbers and booleans

@@ -1,5 +1,5 @@
 /*
-** config_test.c - the destination config of SPEC section 4, as parsed by
+** config_test.c - the destination config of README "Destination config", as parsed by
 ** ext/cr_config.c.
 **
 ** A standalone program: cr_config.c and cr_util.c are compiled with
