@@ -265,6 +265,7 @@ static int cr_pager_intend(cr_pager *p, const char *zUrl, sqlite3_int64 *piId, c
     req.eMethod = CR_METHOD_GET;
     req.zUrl = (char *)zUrl;
     rc = cr_store_pending(p->pStore, p->iRun, p->pCred->zName, &req, piId, pzErr);
+    p->counts.requests++;
   }
   if (rc == SQLITE_OK) rc = cr_store_flush(p->pStore, pzErr);
   return rc;
@@ -323,6 +324,10 @@ static int cr_pager_record(cr_pager *p, sqlite3_int64 iId, const cr_xfer *pX, co
   o.zError = (char *)zWhy;
   o.nAttempts = nAttempts;
   o.durationMs = pX->durationMs;
+  if (zWhy)
+    p->counts.failed++;
+  else
+    p->counts.ok++;
   rc = cr_store_outcome(p->pStore, iId, &o, pzErr);
   if (rc == SQLITE_OK) rc = cr_store_flush(p->pStore, pzErr);
   return rc;

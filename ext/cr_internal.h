@@ -553,8 +553,6 @@ int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_in
 /* Renews the run's heartbeat; zNote (if not NULL) becomes its error text,
 ** which tells a user outside a terminal what a running run waits for. */
 int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr);
-/* Ends the run: records, skipped and changed from pCounts; its requests
-** and their states are counted from its rows. */
 int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *pCounts,
                      const char *zStatus, const char *zError, char **pzErr);
 /* Writes the `pending` row of a request before it leaves. */

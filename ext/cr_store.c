@@ -70,9 +70,8 @@ struct cr_store {
 static const char cr_sql_run_begin[] =
     "INSERT INTO callrail_runs(destination, kind, started_at, host, pid, pid_start, heartbeat_ms,"
     " heartbeat_at) VALUES(?1, ?2, " CR_ISO(6) ", ?3, ?4, ?5, ?6, " CR_ISO(6) ")";
-/* A run's totals of requests and records by state, counted from its rows:
-** they are the audit's truth even when an outcome could not be written
-** (its row then stays pending, for the next run to recover). */
+/* A dead run's totals of requests and records by state, counted from its
+** rows (a split batch's own row is counted too: the run did not say). */
 #define CR_SQL_RECOUNT                                                                             \
   "(requests, ok, failed, unknown, invalid) = (SELECT count(*) FILTER (WHERE state<>'invalid'),"   \
   " coalesce(sum(records) FILTER (WHERE state='ok'), 0),"                                          \
@@ -81,8 +80,8 @@ static const char cr_sql_run_begin[] =
   " count(*) FILTER (WHERE state='invalid') FROM callrail_responses WHERE run_id=?1)"
 
 static const char cr_sql_run_end[] =
-    "UPDATE callrail_runs SET finished_at=" CR_NOW ", records=?2, skipped=?3, changed=?4,"
-    " status=?5, error=?6, " CR_SQL_RECOUNT " WHERE run_id=?1";
+    "UPDATE callrail_runs SET finished_at=" CR_NOW ", records=?2, requests=?3, ok=?4, failed=?5,"
+    " unknown=?6, skipped=?7, invalid=?8, status=?9, error=?10, changed=?11 WHERE run_id=?1";
 static const char cr_sql_heartbeat[] =
     "UPDATE callrail_runs SET heartbeat_ms=?2, heartbeat_at=" CR_ISO(
         2) ","
@@ -379,10 +378,15 @@ int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *c, co
   int rc;
   sqlite3_bind_int64(p->pRunEnd, 1, iRun);
   sqlite3_bind_int64(p->pRunEnd, 2, c->records);
-  sqlite3_bind_int64(p->pRunEnd, 3, c->skipped);
-  sqlite3_bind_int64(p->pRunEnd, 4, c->changed);
-  sqlite3_bind_text(p->pRunEnd, 5, zStatus, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pRunEnd, 6, zError, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(p->pRunEnd, 3, c->requests);
+  sqlite3_bind_int64(p->pRunEnd, 4, c->ok);
+  sqlite3_bind_int64(p->pRunEnd, 5, c->failed);
+  sqlite3_bind_int64(p->pRunEnd, 6, c->unknown);
+  sqlite3_bind_int64(p->pRunEnd, 7, c->skipped);
+  sqlite3_bind_int64(p->pRunEnd, 8, c->invalid);
+  sqlite3_bind_text(p->pRunEnd, 9, zStatus, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p->pRunEnd, 10, zError, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(p->pRunEnd, 11, c->changed);
   rc = cr_store_step(p, p->pRunEnd, "cannot record the end of the run", pzErr);
   if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
   cr_live_runs_remove(iRun);
