@@ -307,6 +307,7 @@ static const struct {
     {"callrail_activate", 1, CR_SIDE_EFFECTS, cr_activate_func},
     {"callrail_deactivate", 1, CR_SIDE_EFFECTS, cr_deactivate_func},
     {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE_COMPAT, cr_test_func},
+    {"callrail_prune", -1, CR_SIDE_EFFECTS, cr_prune_func},
 };
 
 static int cr_register_functions(sqlite3 *db, cr_conn *pConn, char **pzErr) {

@@ -337,11 +337,13 @@ struct cr_pipeline {
 /* The keys whose last request is pending or unknown (and were not
 ** delivered since): a POST or PATCH of them might have arrived, so they
 ** are not resent until the user releases them by setting that row's state
-** to 'failed'.  Read once per run (the partial index on unresolved rows
-** keeps it small) into a key set, not once per record. */
+** to 'failed'.  Read once per run into a key set, not once per record,
+** through the partial index callrail_responses_unresolved: it holds only
+** rows that are unresolved and not yet superseded by a later delivery
+** (resolved_by), so start-up does not grow with the history. */
 static const char cr_sql_unresolved[] =
     "SELECT DISTINCT k.value FROM callrail_responses r, json_each(r.record_keys) k"
-    " WHERE r.destination=?1 AND r.state IN ('pending','unknown')"
+    " WHERE r.destination=?1 AND r.state IN ('pending','unknown') AND r.resolved_by IS NULL"
     " AND r.id > coalesce((SELECT response_id FROM callrail_delivered d"
     "  WHERE d.destination=?1 AND d.record_key=k.value), 0)";
 

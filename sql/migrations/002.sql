@@ -60,7 +60,8 @@ CREATE TABLE callrail_responses_2(
   quota_class   TEXT,
   sent_ms       INTEGER,
   record_key    TEXT,
-  remote_id     TEXT
+  remote_id     TEXT,
+  resolved_by   INTEGER
 );
 INSERT INTO callrail_responses_2(id, run_id, destination, batch, records, record_keys, method,
   url, request_body, status, state, response_body, error, attempts, sent_at, duration_ms,
@@ -75,12 +76,13 @@ INSERT INTO callrail_responses_2(id, run_id, destination, batch, records, record
 DROP TABLE callrail_responses;
 ALTER TABLE callrail_responses_2 RENAME TO callrail_responses;
 CREATE INDEX callrail_responses_by_run ON callrail_responses(run_id);
-CREATE INDEX callrail_responses_by_quota
-  ON callrail_responses(quota_bucket, sent_ms) WHERE quota_bucket IS NOT NULL;
+CREATE INDEX callrail_responses_by_time
+  ON callrail_responses(sent_ms) WHERE sent_ms IS NOT NULL;
 CREATE INDEX callrail_responses_unresolved
-  ON callrail_responses(destination) WHERE state IN ('pending','unknown');
+  ON callrail_responses(destination)
+  WHERE state IN ('pending','unknown') AND resolved_by IS NULL;
 CREATE INDEX callrail_responses_by_key
-  ON callrail_responses(destination, record_key) WHERE record_key IS NOT NULL;
+  ON callrail_responses(destination, record_key);
 
 ALTER TABLE callrail_delivered ADD COLUMN remote_id TEXT;
 UPDATE callrail_delivered SET remote_id = (
