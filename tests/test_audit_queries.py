@@ -7,6 +7,7 @@
 #     reads the partial index of unresolved rows;
 #   - a fresh database and a 0.1.0 database upgraded by the extension end
 #     with the same tables, columns, constraints and indexes.
+import json
 import os
 import re
 import shutil
@@ -76,12 +77,11 @@ def test_a_keyed_run_reads_its_unresolved_keys_through_the_partial_index(ctx):
 def normalised_schema(ctx, db):
     """type, name, table and SQL (comments, quotes, IF NOT EXISTS and
     spacing taken out) of every object in db's sqlite_schema."""
-    out = shell(ctx, ".mode list\n.separator '|' '\\n@@\\n'\n"
-                "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name;", db=db)
+    out = shell(ctx, ".mode json\nSELECT type, name, tbl_name, sql FROM sqlite_schema"
+                " ORDER BY name;", db=db)
     rows = []
-    for rec in out.split("\n@@\n"):
-        if not rec.strip():
-            continue
+    for r in json.loads(out):
+        rec = "%s|%s|%s|%s" % (r["type"], r["name"], r["tbl_name"], r["sql"])
         sql = re.sub(r"--[^\n]*", "", rec)
         sql = sql.replace('"', "").replace("IF NOT EXISTS ", "")
         sql = re.sub(r"\s+", " ", sql)
