@@ -98,8 +98,10 @@ static const cr_prune_table cr_prune_responses = {
     "  WHERE u.run_id = r.run_id AND u.status = 'running')"
     /* A key list that is not JSON cannot be checked: the row stays. */
     " AND json_valid(coalesce(r.record_keys, '[]'))"
+    /* CROSS JOIN: each key looked up, not the destination's keys scanned */
     " AND NOT EXISTS (SELECT 1 FROM json_each(coalesce(r.record_keys, json_array(r.record_key))) k"
-    "  JOIN callrail_delivered d ON d.destination = r.destination AND d.record_key = k.value"
+    "  CROSS JOIN callrail_delivered d"
+    "  ON d.destination = r.destination AND d.record_key = k.value"
     "  WHERE d.response_id = r.id)",
 };
 
@@ -121,6 +123,7 @@ typedef struct cr_prune {
   sqlite3_int64 keep; /* rows sent since this stay (the quota window) */
   sqlite3_int64 bound;
   sqlite3_int64 nDeleted;
+  sqlite3_int64 tBatch; /* when the current batch began (cr_now_ms) */
 } cr_prune;
 
 /* Binds every parameter of pStmt by its name. */
@@ -187,10 +190,22 @@ static int cr_prune_batch(cr_prune *p, const cr_prune_table *pT, sqlite3_int64 l
   return rc;
 }
 
+/* After a batch, leaves the write lock free for as long as the batch held
+** it: another writer waiting in a busy timeout sleeps up to 100 ms between
+** tries, and a prune that took the lock back at once would starve it (a
+** live run's commits would wait, then fail). */
+static int cr_prune_yield(cr_prune *p, int rc) {
+  sqlite3_int64 ms = cr_now_ms() - p->tBatch;
+  if (p->ownsDb) sqlite3_sleep(ms > 1 ? (int)ms : 1);
+  p->tBatch = cr_now_ms();
+  return rc;
+}
+
 /* Prunes table pT batch by batch, checking for an interrupt in between. */
 static int cr_prune_table_rows(cr_prune *p, const cr_prune_table *pT, char **pzErr) {
   sqlite3_int64 lo = 0;
   int rc = SQLITE_OK;
+  p->tBatch = cr_now_ms();
   while (rc == SQLITE_OK && lo >= 0) {
     if (cr_check_interrupt(p->dbUser) == SQLITE_INTERRUPT) {
       cr_set_error(pzErr,
@@ -199,7 +214,7 @@ static int cr_prune_table_rows(cr_prune *p, const cr_prune_table *pT, char **pzE
                    p->nDeleted);
       return SQLITE_INTERRUPT;
     }
-    rc = cr_prune_batch(p, pT, lo, &lo, pzErr);
+    rc = cr_prune_yield(p, cr_prune_batch(p, pT, lo, &lo, pzErr));
   }
   return rc;
 }
