@@ -9,7 +9,7 @@
 # (recursive CTEs) into a staging file, then copied into databases made with
 # each schema, so that the sizes compare like with like:
 #   - schema 1: the tables of callrail-sqlite 0.1.0 (tests/fixtures/v0_1_0.db);
-#   - schema 2 as first written (git 488cc07, kept as bench/schema_2_0.sql);
+#   - schema 2 as first written (sql/schema.sql of git 488cc07);
 #   - schema 2 now (sql/schema.sql).
 # On the last one, with the extension loaded, it measures:
 #   - bytes per request: file size ÷ rows, and each table's and index's bytes
@@ -46,6 +46,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACC = "ACC0000000000000000000000000000001"
 DAY_MS = 86400000
+SCHEMA_2_0 = "488cc07"  # the commit that introduced schema 2
 
 
 def q(s):
@@ -128,8 +129,11 @@ def schema_ddl(which):
         return ";\n".join(r[0] for r in one(
             fx, "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
             " ORDER BY type DESC")) + ";\n"
-    path = {"2.0": "bench/schema_2_0.sql", "now": "sql/schema.sql"}[which]
-    text = open(os.path.join(ROOT, path)).read()
+    if which == "2.0":
+        text = subprocess.run(["git", "-C", ROOT, "show", SCHEMA_2_0 + ":sql/schema.sql"],
+                              capture_output=True, text=True, check=True).stdout
+    else:
+        text = open(os.path.join(ROOT, "sql", "schema.sql")).read()
     return text + "INSERT INTO callrail_meta VALUES('schema_version', 2);\n"
 
 

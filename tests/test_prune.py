@@ -218,3 +218,15 @@ def test_prune_argument_errors_name_the_argument(ctx):
                      'destination "nope" is unknown', "destination is NULL",
                      "takes older_than_days and, optionally, a destination"]:
         assert "callrail_prune: " + expected in out, (expected, out)
+
+
+def test_prune_is_directonly_a_view_or_trigger_cannot_call_it(ctx):
+    setup = dest_sql("co", companies_dest())
+    run(ctx, setup, send_query("co", names_query(2)))
+    age(ctx, 10)
+    _, out = run(ctx, "", "CREATE VIEW v AS SELECT callrail_prune(0) AS n;\n"
+                 "CREATE TABLE t(x);\n"
+                 "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT callrail_prune(0); END;\n"
+                 "SELECT * FROM v;\nINSERT INTO t VALUES(1);", cred=False, expect_error=True)
+    assert out.count("unsafe use of callrail_prune") == 2, out
+    assert len(responses(ctx)) == 2 and len(runs(ctx)) == 1, "nothing was pruned"
