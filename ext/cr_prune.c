@@ -54,8 +54,10 @@ SQLITE_EXTENSION_INIT3
 
 /* ?1: a destination, or NULL for all.  Marks each unknown row whose every
 ** key was delivered by a later request (a retry_post run, a resolve by
-** hand) with the latest such request's id.  Exported so that the engine
-** can run it at the end of a run, see cr_internal.h. */
+** hand) with the latest such request's id.  The state IN (...) term
+** repeats the WHERE of the partial index callrail_responses_unresolved,
+** so that only that index is read.  Exported so that the engine can run it
+** at the end of a run, see cr_internal.h. */
 const char cr_sql_settle[] =
     "UPDATE callrail_responses AS r SET resolved_by = (SELECT max(d.response_id)"
     "  FROM json_each(r.record_keys) k JOIN callrail_delivered d"
