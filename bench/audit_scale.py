@@ -150,8 +150,9 @@ def columns(db, table):
     return [r[1] for r in one(db, "PRAGMA table_info(%s)" % table)]
 
 
-def build(db, stage, which, limit):
-    """A database of schema `which` holding the first `limit` staged rows."""
+def build(db, stage, which, limit, rows):
+    """A database of schema `which` holding the first `limit` of the `rows`
+    staged responses (and as large a share of the deliveries)."""
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.remove(db + suffix)
@@ -160,7 +161,9 @@ def build(db, stage, which, limit):
            "ATTACH %s AS st; BEGIN;" % q(stage)]
     for table, src, where in (("callrail_runs", "runs", "run_id <= (%d + 999) / 1000" % limit),
                               ("callrail_responses", "responses", "id <= %d" % limit),
-                              ("callrail_delivered", "delivered", "response_id <= %d" % limit)):
+                              ("callrail_delivered", "delivered",
+                               "rowid <= %d * (SELECT count(*) FROM st.delivered) / %d"
+                               % (limit, rows))):
         staged = set(columns(stage, src))
         cols = ", ".join(c for c in columns(db, table) if c in staged)
         ins.append("INSERT INTO main.%s(%s) SELECT %s FROM st.%s WHERE %s ORDER BY 1;"
@@ -237,8 +240,8 @@ def median(f, n):
 
 class LockProbe(threading.Thread):
     """Writes one row per transaction on its own connection while the prune
-    runs; the longest wait is the prune's longest write-lock hold (plus
-    scheduling).  Also samples the -wal size."""
+    runs; the longest wait for BEGIN IMMEDIATE is the prune's longest
+    write-lock hold (plus scheduling).  Also samples the -wal size."""
 
     def __init__(self, db):
         super().__init__(daemon=True)
@@ -246,13 +249,14 @@ class LockProbe(threading.Thread):
 
     def run(self):
         con = sqlite3.connect(self.db, timeout=60, isolation_level=None)
+        con.execute("PRAGMA wal_autocheckpoint=0")  # its own checkpoints would add to its waits
         con.execute("CREATE TABLE IF NOT EXISTS bench_probe(x)")
         while not self.stop:
             t = time.perf_counter()
             con.execute("BEGIN IMMEDIATE")
+            self.max_ms = max(self.max_ms, (time.perf_counter() - t) * 1000)
             con.execute("INSERT INTO bench_probe VALUES(1)")
             con.execute("COMMIT")
-            self.max_ms = max(self.max_ms, (time.perf_counter() - t) * 1000)
             self.n += 1
             w = self.db + "-wal"
             self.wal_peak = max(self.wal_peak, os.path.getsize(w) if os.path.exists(w) else 0)
@@ -316,13 +320,13 @@ def run_section(work, ext, base, rows, keys, runs, say=print):
     res = {"rows": rows, "keys": keys, "size_rows": min(rows, 1000000), "sizes": {}}
     for which in ("1", "2.0"):
         db = os.path.join(work, "schema-%s.db" % which)
-        build(db, stage, which, res["size_rows"])
+        build(db, stage, which, res["size_rows"], rows)
         res["sizes"][which] = sizes(db, res["size_rows"])
         os.remove(db)
         say("  schema %s: %.0f bytes/request" % (which, res["sizes"][which]["file"]))
     db, empty = os.path.join(work, "year.db"), os.path.join(work, "empty.db")
     t = time.perf_counter()
-    build(db, stage, "now", rows)
+    build(db, stage, "now", rows, rows)
     res["build_s"] = time.perf_counter() - t
     os.remove(stage)
     res["sizes"]["now"] = sizes(db, rows)

@@ -24,8 +24,8 @@
 ** old as its run.  Ids are never reused (the tables are AUTOINCREMENT), so
 ** a deleted delivery can never make a new unknown row look older than it.
 **
-** The work is done in short transactions of CR_PRUNE_BATCH rows each (a
-** few ms of write lock, so live runs keep committing), on a second
+** The work is done in short transactions (about 10 ms of write lock each,
+** so live runs keep committing in between), on a second
 ** connection to the file like the audit store's (the user's statement keeps
 ** no snapshot that would stop the prune's own checkpoints), and the user's
 ** connection is polled for an interrupt between them: an interrupted prune
@@ -41,8 +41,14 @@ SQLITE_EXTENSION_INIT3
 
 #include <string.h>
 
-/* Rows per transaction: about 5 ms of write lock on a 2 GHz machine. */
+/* Rows per transaction: starts at CR_PRUNE_BATCH and adapts so that a
+** batch holds the write lock for CR_PRUNE_HOLD_MS or so (a cold page cache
+** makes each row cost a few random reads: its key in the by_key index,
+** its delivery). */
 #define CR_PRUNE_BATCH 1000
+#define CR_PRUNE_BATCH_MIN 50
+#define CR_PRUNE_BATCH_MAX 5000
+#define CR_PRUNE_HOLD_MS 10
 
 /* How long the prune waits for the write lock held by another writer. */
 #define CR_PRUNE_BUSY_MS 10000
@@ -126,6 +132,7 @@ typedef struct cr_prune {
   sqlite3_int64 bound;
   sqlite3_int64 nDeleted;
   sqlite3_int64 tBatch; /* when the current batch began (cr_now_ms) */
+  int nBatch;           /* rows per batch */
 } cr_prune;
 
 /* Binds every parameter of pStmt by its name. */
@@ -140,7 +147,7 @@ static void cr_prune_bind(cr_prune *p, sqlite3_stmt *pStmt, sqlite3_int64 lo, sq
       sqlite3_int64 v = strcmp(z, ":cut_ms") == 0    ? p->cut
                         : strcmp(z, ":keep_ms") == 0 ? p->keep
                         : strcmp(z, ":bound") == 0   ? p->bound
-                        : strcmp(z, ":n") == 0       ? CR_PRUNE_BATCH
+                        : strcmp(z, ":n") == 0       ? p->nBatch
                         : strcmp(z, ":lo") == 0      ? lo
                                                      : hi;
       sqlite3_bind_int64(pStmt, i, v);
@@ -198,6 +205,8 @@ static int cr_prune_batch(cr_prune *p, const cr_prune_table *pT, sqlite3_int64 l
 ** live run's commits would wait, then fail). */
 static int cr_prune_yield(cr_prune *p, int rc) {
   sqlite3_int64 ms = cr_now_ms() - p->tBatch;
+  if (ms > 2 * CR_PRUNE_HOLD_MS && p->nBatch / 2 >= CR_PRUNE_BATCH_MIN) p->nBatch /= 2;
+  if (ms < CR_PRUNE_HOLD_MS / 2 && p->nBatch * 2 <= CR_PRUNE_BATCH_MAX) p->nBatch *= 2;
   if (p->ownsDb) sqlite3_sleep(ms > 1 ? (int)ms : 1);
   p->tBatch = cr_now_ms();
   return rc;
@@ -327,6 +336,7 @@ static int cr_prune_call(cr_conn *pConn, int argc, sqlite3_value **argv, sqlite3
   double rDays = 0;
   int rc = SQLITE_ERROR;
   memset(&p, 0, sizeof(p));
+  p.nBatch = CR_PRUNE_BATCH;
   if (argc < 1 || argc > 2) {
     cr_set_error(pzErr, "takes older_than_days and, optionally, a destination");
   } else {
