@@ -488,11 +488,12 @@ int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const c
 /* callrail_prune(older_than_days [, destination]) */
 void cr_prune_func(sqlite3_context *ctx, int argc, sqlite3_value **argv);
 
-/* UPDATE with ?1 = a destination (or NULL: all): its unknown rows whose
+/* UPDATE with :dest = a destination (or NULL: all) as its first
+** parameter, :lo and :hi (ids, or NULL: all) next: its unknown rows whose
 ** every key was delivered later get resolved_by (the latest delivering
 ** request's id), which takes them out of the index a keyed run reads at
 ** start-up.  Pruning runs it; a run may run it on its audit connection
-** once its deliveries are committed. */
+** once its deliveries are committed (binding only the destination). */
 extern const char cr_sql_settle[];
 
 /* ------------------------------------------------------------------------

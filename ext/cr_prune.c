@@ -58,7 +58,8 @@ SQLITE_EXTENSION_INIT3
 
 #define CR_MS_PER_DAY (24 * 3600 * 1000LL)
 
-/* ?1: a destination, or NULL for all.  Marks each unknown row whose every
+/* :dest: a destination, or NULL for all; :lo..:hi the ids to look at, or
+** NULL for all.  Marks each unknown row whose every
 ** key was delivered by a later request (a retry_post run, a resolve by
 ** hand) with the latest such request's id.  The state IN (...) term
 ** repeats the WHERE of the partial index callrail_responses_unresolved,
@@ -69,7 +70,8 @@ const char cr_sql_settle[] =
     "  FROM json_each(r.record_keys) k JOIN callrail_delivered d"
     "  ON d.destination = r.destination AND d.record_key = k.value)"
     " WHERE r.state IN ('pending','unknown') AND r.resolved_by IS NULL"
-    " AND r.state = 'unknown' AND (?1 IS NULL OR r.destination = ?1)"
+    " AND r.state = 'unknown' AND (:dest IS NULL OR r.destination = :dest)"
+    " AND r.id BETWEEN coalesce(:lo, 0) AND coalesce(:hi, 9223372036854775807)"
     " AND json_valid(r.record_keys) AND json_type(r.record_keys) = 'array'"
     " AND json_array_length(r.record_keys) > 0"
     " AND NOT EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(r.record_keys)"
@@ -83,12 +85,24 @@ static const char cr_sql_bound[] =
     "SELECT coalesce((SELECT id FROM callrail_responses WHERE sent_ms >= :cut_ms"
     " ORDER BY sent_ms LIMIT 1), (SELECT max(id) + 1 FROM callrail_responses), 0)";
 
-/* One table's pruning: the last id of the next batch from :lo, then the
-** deletion of what may go among the ids :lo..:hi. */
+/* One step of the prune, done in batches: the last id of the next batch
+** from :lo, then the statement for the ids :lo..:hi (whose changes are
+** counted when isDelete). */
 typedef struct cr_prune_table {
   const char *zRange;
   const char *zDelete;
+  int isDelete;
 } cr_prune_table;
+
+/* The settling of unknown rows, in batches too: cold, each row costs a
+** read of its delivery. */
+static const cr_prune_table cr_prune_settle = {
+    "SELECT max(id) FROM (SELECT id FROM callrail_responses"
+    " WHERE state IN ('pending','unknown') AND resolved_by IS NULL AND id >= :lo"
+    " ORDER BY id LIMIT :n)",
+    cr_sql_settle,
+    0,
+};
 
 #define CR_CUT_ISO "strftime('%Y-%m-%dT%H:%M:%fZ', :cut_ms / 1000.0, 'unixepoch')"
 
@@ -111,6 +125,7 @@ static const cr_prune_table cr_prune_responses = {
     "  CROSS JOIN callrail_delivered d"
     "  ON d.destination = r.destination AND d.record_key = k.value"
     "  WHERE d.response_id = r.id)",
+    1,
 };
 
 static const cr_prune_table cr_prune_runs = {
@@ -120,6 +135,7 @@ static const cr_prune_table cr_prune_runs = {
     " AND (:dest IS NULL OR u.destination = :dest) AND u.status <> 'running'"
     " AND coalesce(u.finished_at, u.started_at) < " CR_CUT_ISO
     " AND NOT EXISTS (SELECT 1 FROM callrail_responses r WHERE r.run_id = u.run_id)",
+    1,
 };
 
 typedef struct cr_prune {
@@ -141,7 +157,7 @@ static void cr_prune_bind(cr_prune *p, sqlite3_stmt *pStmt, sqlite3_int64 lo, sq
   for (i = 1; i <= sqlite3_bind_parameter_count(pStmt); i++) {
     const char *z = sqlite3_bind_parameter_name(pStmt, i);
     if (z == 0) continue;
-    if (strcmp(z, ":dest") == 0 || strcmp(z, "?1") == 0) {
+    if (strcmp(z, ":dest") == 0) {
       sqlite3_bind_text(pStmt, i, p->zDest, -1, SQLITE_STATIC);
     } else {
       sqlite3_int64 v = strcmp(z, ":cut_ms") == 0    ? p->cut
@@ -189,7 +205,7 @@ static int cr_prune_batch(cr_prune *p, const cr_prune_table *pT, sqlite3_int64 l
   int rc = cr_prune_txn(p, "BEGIN IMMEDIATE", pzErr);
   if (rc == SQLITE_OK) rc = cr_prune_sql(p, pT->zRange, lo, 0, &hi, pzErr);
   if (rc == SQLITE_OK && hi >= 0) rc = cr_prune_sql(p, pT->zDelete, lo, hi, 0, pzErr);
-  if (rc == SQLITE_OK && hi >= 0) p->nDeleted += sqlite3_changes(p->db);
+  if (rc == SQLITE_OK && hi >= 0 && pT->isDelete) p->nDeleted += sqlite3_changes(p->db);
   if (rc == SQLITE_OK) {
     rc = cr_prune_txn(p, "COMMIT", pzErr);
   } else if (p->ownsDb) {
@@ -315,14 +331,8 @@ static void cr_prune_shrink_wal(cr_prune *p) {
 
 /* Settles, then prunes the responses, then the runs left without any. */
 static int cr_prune_run(cr_prune *p, char **pzErr) {
-  int rc = cr_prune_txn(p, "BEGIN IMMEDIATE", pzErr);
-  if (rc == SQLITE_OK) rc = cr_prune_sql(p, cr_sql_settle, 0, 0, 0, pzErr);
+  int rc = cr_prune_table_rows(p, &cr_prune_settle, pzErr);
   if (rc == SQLITE_OK) rc = cr_prune_sql(p, cr_sql_bound, 0, 0, &p->bound, pzErr);
-  if (rc == SQLITE_OK) {
-    rc = cr_prune_txn(p, "COMMIT", pzErr);
-  } else if (p->ownsDb) {
-    cr_exec(p->db, "ROLLBACK", 0);
-  }
   if (rc == SQLITE_OK) rc = cr_prune_table_rows(p, &cr_prune_responses, pzErr);
   if (rc == SQLITE_OK) rc = cr_prune_table_rows(p, &cr_prune_runs, pzErr);
   if (rc == SQLITE_OK && p->ownsDb) cr_prune_shrink_wal(p);
