@@ -71,7 +71,8 @@ const char cr_sql_settle[] =
     "  ON d.destination = r.destination AND d.record_key = k.value)"
     " WHERE r.state IN ('pending','unknown') AND r.resolved_by IS NULL"
     " AND r.state = 'unknown' AND (:dest IS NULL OR r.destination = :dest)"
-    " AND r.id BETWEEN coalesce(:lo, 0) AND coalesce(:hi, 9223372036854775807)"
+    /* +: the ids filter the index's rows, they must not replace it */
+    " AND +r.id BETWEEN coalesce(:lo, 0) AND coalesce(:hi, 9223372036854775807)"
     " AND json_valid(r.record_keys) AND json_type(r.record_keys) = 'array'"
     " AND json_array_length(r.record_keys) > 0"
     " AND NOT EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(r.record_keys)"

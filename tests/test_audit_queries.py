@@ -4,7 +4,8 @@
 #     EXPLAIN QUERY PLAN reads callrail_responses through an index: never a
 #     full SCAN of the table;
 #   - the query a keyed run starts with (the destination's unresolved keys)
-#     reads the partial index of unresolved rows alone (it covers it);
+#     reads the partial index of unresolved rows alone (it covers it), and
+#     the statement that settles unknown rows reads that index, not the table;
 #   - a fresh database and a 0.1.0 database upgraded by the extension end
 #     with the same tables, columns, constraints and indexes.
 import json
@@ -64,14 +65,26 @@ def test_full_scans_are_detected(ctx):
     assert full_scans(plan), plan
 
 
+def c_constant(path, name):
+    """The SQL text of the C string constant `name` in ext/`path`."""
+    src = open(os.path.join(ROOT, "ext", path)).read()
+    body = re.search(name + r"\[\] =\s*(.*?);\n", src, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"')
+
+
 def test_a_keyed_run_reads_its_unresolved_keys_through_the_partial_index(ctx):
     ctx.sql("SELECT 1;")
-    src = open(os.path.join(ROOT, "ext", "cr_request.c")).read()
-    body = re.search(r"cr_sql_unresolved\[\] =\n(.*?);\n", src, re.S).group(1)
-    sql = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace("\\'", "'")
-    plan = shell(ctx, "EXPLAIN QUERY PLAN " + sql + ";")
+    plan = shell(ctx, "EXPLAIN QUERY PLAN " + c_constant("cr_request.c", "cr_sql_unresolved") + ";")
     assert "USING COVERING INDEX callrail_responses_unresolved" in plan, plan
     assert full_scans(plan) == [], plan
+
+
+def test_settling_unknown_rows_reads_only_the_partial_index(ctx):
+    ctx.sql("SELECT 1;")
+    plan = shell(ctx, "EXPLAIN QUERY PLAN " + c_constant("cr_prune.c", "cr_sql_settle") + ";")
+    assert "USING INDEX callrail_responses_unresolved" in plan, plan
+    assert "PRIMARY KEY (rowid" not in plan and full_scans(plan) == [], plan
 
 
 def normalised_schema(ctx, db):
