@@ -44,7 +44,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 SRCS := ext/callrail.c ext/cr_util.c ext/cr_keyset.c ext/cr_config.c ext/cr_cred.c ext/cr_record.c \
         ext/cr_request.c ext/cr_http.c ext/cr_quota.c ext/cr_live.c ext/cr_store.c ext/cr_run.c \
         ext/cr_vtab.c ext/cr_preview.c ext/cr_send.c ext/cr_accounts.c ext/cr_get.c \
-        ext/cr_schema.c ext/cr_identity.c ext/cr_resolve.c
+        ext/cr_schema.c ext/cr_identity.c ext/cr_resolve.c ext/cr_prune.c
 HDRS := ext/cr_internal.h include/callrail.h $(BUILD)/cr_schema_sql.h
 
 .PHONY: all deps demo-deps test-deps demo test test-build install uninstall lint clean asan

@@ -4,7 +4,8 @@
 #   make bench BENCH_RUNS=3     fewer runs
 #   make bench BENCH_QUICK=1    fewer records everywhere (a minute or two), for development
 #   make bench BENCH_SECTIONS=1,5   only some sections (1 zero latency, 2 latency, 3 memory,
-#                               4 CPU/instructions/profile, 5 pacing, 6 durability, 7 reads)
+#                               4 CPU/instructions/profile, 5 pacing, 6 durability,
+#                               7 reads, 8 audit at scale)
 #
 # Loopback only: nginx, bench/delay_server.py and tests/fake_callrail.py on 127.0.0.1,
 # started and stopped by bench/run_bench.py.  Results: bench/results.md (the table also

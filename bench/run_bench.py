@@ -11,12 +11,14 @@ CallRail server (tests/fake_callrail.py), all started and stopped here.
 Environment:
   BENCH_RUNS=N        repetitions of every timed measurement (default 5)
   BENCH_QUICK=1       fewer records everywhere, for development
-  BENCH_SECTIONS=...  comma list of sections to run (default 1,2,3,4,5,6,7)
+  BENCH_SECTIONS=...  comma list of sections to run (default 1,2,3,4,5,6,7,8)
   BENCH_PIN=0         do not pin the client to CPU 0 and the servers to CPU 1
   BENCH_FULL=1        the issue's record counts everywhere (20,000 at C = 1 too, 1,000 at
                       50 ms for every C, a 1,000,000-record send): about an hour
   BENCH_MEM_RECORDS   records of the big callrail_preview memory run (default 1000000)
   BENCH_MEM_SEND_RECORDS  records of the big callrail_send memory run (default 1000000)
+  BENCH_AUDIT_ROWS=N  responses of the synthesized audit of section 7 (default 3650000,
+                      365000 with BENCH_QUICK; the keys scale with it, 1,000,000 at 3.65 M)
   BENCH_PERF=0        skip the perf profile of a C=16 send
   BENCH_RESULTS=PATH  write the report there instead of bench/results.md
   BENCH_OUT=DIR       work directory (default build/bench; one run at a time per directory)
@@ -60,7 +62,7 @@ def env_flag(name, default):
 
 RUNS = max(1, env_int("BENCH_RUNS", 5))
 QUICK = env_flag("BENCH_QUICK", False)
-SECTIONS = {s.strip() for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6,7").split(",") if s}
+SECTIONS = {s.strip() for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6,7,8").split(",") if s}
 ONLY_READS = SECTIONS == {"7"}  # no nginx, wrk or valgrind needed
 PIN = env_flag("BENCH_PIN", True) and (os.cpu_count() or 1) >= 2
 DO_PERF = env_flag("BENCH_PERF", True)
@@ -87,6 +89,8 @@ N_CG_SMALL = 1000
 N_CG_SEND_BIG, N_CG_SEND_SMALL = (500, 100) if QUICK else (2000, 200)
 QUOTA = 10 if QUICK else 20                # section 5: per second, fake and destination
 WRK_SECONDS = 1 if QUICK else 2
+# Section 7: the synthesized account-year (3.65 M requests, 1 M keys).
+N_AUDIT = env_int("BENCH_AUDIT_ROWS", 365000 if QUICK else 3650000)
 
 
 S6_CONCURRENCY = CONCURRENCY if FULL else (1, 16)
@@ -1123,6 +1127,30 @@ def section7(fake):
     report()
 
 
+# Section 8: the audit at scale (bench/audit_scale.py)
+
+
+def section8(fake):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import audit_scale
+    keys = max(1000, N_AUDIT * 1000000 // 3650000)
+    say("\n== 8. audit at scale: %d responses, %d keys" % (N_AUDIT, keys))
+    http_json("POST", fake.base + "/__fake/config",
+              {"quota": {"general": {"second": None, "minute": None, "hour": None, "day": None}}})
+    r = audit_scale.run_section(str(OUT / "audit"), str(EXT.with_suffix("")), fake.base, N_AUDIT,
+                                keys, min(RUNS, 3), say)
+    r["runs"] = min(RUNS, 3)
+    RESULTS["sections"]["8"] = r
+    b = r["before"]
+    target("start of a 10-record keyed send, account-year vs empty, warm", "≤ 2×",
+           "%.0f vs %.0f ms" % (b["start_warm_year"], b["start_warm_empty"]),
+           b["start_warm_year"] <= 2 * b["start_warm_empty"])
+    target("start of a 10-record keyed send, account-year, cold", "< 150 ms",
+           "%.0f ms" % b["start_cold_year"], b["start_cold_year"] < 150)
+    for line in audit_scale.report_lines(r):
+        report(line)
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 6: durability overhead
 
@@ -1351,6 +1379,8 @@ def main():
             timed("6", section6, tmpl_zero, s1)
         if "7" in SECTIONS:
             timed("7", section7, fake)
+        if "8" in SECTIONS:
+            timed("8", section8, fake)
         if "4" in SECTIONS:
             timed("profile", perf_profile, tmpl_zero)
     finally:

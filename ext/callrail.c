@@ -360,6 +360,7 @@ static const struct {
     {"callrail_resolve", 2, CR_SIDE_EFFECTS, cr_resolve_func},
     {"callrail_resolve", 3, CR_SIDE_EFFECTS, cr_resolve_func},
     {"callrail_test", 2, CR_SIDE_EFFECTS | SQLITE_RESULT_SUBTYPE, cr_test_func},
+    {"callrail_prune", -1, CR_SIDE_EFFECTS, cr_prune_func},
 };
 
 static int cr_register_functions(sqlite3 *db, cr_conn *pConn, char **pzErr) {

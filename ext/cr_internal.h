@@ -585,6 +585,27 @@ int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const c
                      sqlite3_int64 *piId, char **pzErr);
 
 /* ------------------------------------------------------------------------
+** Retention (cr_prune.c)
+*/
+
+/* The -wal file is cut back to this many bytes when a checkpoint lets it
+** start over (PRAGMA journal_size_limit), on the connections the extension
+** opens: without it the file keeps its peak size while any other
+** connection is open. */
+#define CR_JOURNAL_SIZE_LIMIT "4194304"
+
+/* callrail_prune(older_than_days [, destination]) */
+void cr_prune_func(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+
+/* UPDATE with :dest = a destination (or NULL: all) as its first
+** parameter, :lo and :hi (ids, or NULL: all) next: its unknown rows whose
+** every key was delivered later get resolved_by (the latest delivering
+** request's id), which takes them out of the index a keyed run reads at
+** start-up.  Pruning runs it; a run may run it on its audit connection
+** once its deliveries are committed (binding only the destination). */
+extern const char cr_sql_settle[];
+
+/* ------------------------------------------------------------------------
 ** SQL surface registration
 */
 int cr_register_preview(sqlite3 *db, cr_conn *pConn, char **pzErr);

@@ -351,18 +351,18 @@ struct cr_pipeline {
 #define CR_CHANGED 2 /* changed since delivered; sync "new" does not send it */
 #define CR_UPDATE 3  /* changed since delivered; send it to `update.url` */
 
-/* The keys whose last request is pending or unknown (and were not
-** delivered since): a POST or PATCH of them might have arrived, so they
-** are not resent until the user resolves that request with
-** callrail_resolve().  Read once per run, after the run has become the
-** destination's one live run, through the partial index on unresolved
-** rows; ids only grow (AUTOINCREMENT), so a later delivery has a larger
-** response id. */
+/* The keys whose last request is pending or unknown: a POST or PATCH of
+** them might have arrived, so they are not resent until the user resolves
+** that row.  Read once per run into a key set, not once per record, from
+** the partial index callrail_responses_unresolved alone (it covers the
+** query): it holds only the rows that are unresolved and not superseded,
+** so start-up does not grow with the history.  A row whose keys were all
+** delivered by a later request leaves it once it is marked resolved_by
+** (cr_sql_settle); until then its keys stay held, which never sends
+** anything twice. */
 static const char cr_sql_unresolved[] =
     "SELECT DISTINCT k.value FROM callrail_responses r, json_each(r.record_keys) k"
-    " WHERE r.destination=?1 AND r.state IN ('pending','unknown')"
-    " AND r.id > coalesce((SELECT response_id FROM callrail_delivered d"
-    "  WHERE d.destination=?1 AND d.record_key=k.value), 0)";
+    " WHERE r.destination=?1 AND r.state IN ('pending','unknown') AND r.resolved_by IS NULL";
 
 int cr_pipeline_open(sqlite3 *db, const cr_dest *pDest, const char *zApiBase, const char *zQuery,
                      const char *zJson, cr_pipeline **pp, char **pzErr) {

@@ -67,8 +67,12 @@ CREATE INDEX IF NOT EXISTS callrail_runs_running
 -- account id), quota_class the CallRail limit it also counts in ('general',
 -- 'sms', 'calls'), and sent_ms its wall-clock send time in ms.  record_key
 -- is the key of a one-record request (NULL for a batch: see record_keys),
--- remote_id the id CallRail gave the created object.  AUTOINCREMENT: ids
--- are never reused, even after pruning.
+-- remote_id the id CallRail gave the created object.  resolved_by is set on
+-- an unresolved row (pending, unknown) once every key it carried was
+-- delivered by a later request (that request's id): the row then no longer
+-- holds those keys back, and it leaves the small index a run reads at
+-- start-up.  AUTOINCREMENT: ids are never reused, even after pruning (an
+-- unknown row must never look older than the delivery of its key).
 CREATE TABLE IF NOT EXISTS callrail_responses(
   id            INTEGER PRIMARY KEY AUTOINCREMENT,
   run_id        INTEGER NOT NULL,
@@ -91,15 +95,31 @@ CREATE TABLE IF NOT EXISTS callrail_responses(
   quota_class   TEXT,
   sent_ms       INTEGER,
   record_key    TEXT,
-  remote_id     TEXT
+  remote_id     TEXT,
+  resolved_by   INTEGER
 );
+-- The indexes, each for a reader named here (README "Auditing" lists the
+-- queries):
+--   by_run:     a run's rows (recovery, "failures of a run", pruning runs);
+--   by_time:    requests by send time: the quota pacer's last 24 h, "the
+--               last N days by state" (state makes that one read the index
+--               alone), "quota used in the last hour"; rows never sent
+--               (invalid) have no sent_ms and are left out;
+--   unresolved: only rows that still hold keys back, read by every keyed
+--               run at start-up: a row leaves it when it is resolved, or
+--               when its keys are delivered later (resolved_by); it
+--               covers that read (no page of the table is touched);
+--   by_key:     the history of one key (record_key of one-record requests;
+--               batches are under record_key NULL, their keys in
+--               record_keys).
 CREATE INDEX IF NOT EXISTS callrail_responses_by_run ON callrail_responses(run_id);
-CREATE INDEX IF NOT EXISTS callrail_responses_by_quota
-  ON callrail_responses(quota_bucket, sent_ms) WHERE quota_bucket IS NOT NULL;
+CREATE INDEX IF NOT EXISTS callrail_responses_by_time
+  ON callrail_responses(sent_ms, state) WHERE sent_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS callrail_responses_unresolved
-  ON callrail_responses(destination) WHERE state IN ('pending','unknown');
+  ON callrail_responses(destination, state, resolved_by, record_keys)
+  WHERE state IN ('pending','unknown') AND resolved_by IS NULL;
 CREATE INDEX IF NOT EXISTS callrail_responses_by_key
-  ON callrail_responses(destination, record_key) WHERE record_key IS NOT NULL;
+  ON callrail_responses(destination, record_key);
 
 -- Keyed records delivered with a 2xx: the basis of change detection.
 -- record_hash identifies the record's request (method, normalised URL,

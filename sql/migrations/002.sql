@@ -60,7 +60,8 @@ CREATE TABLE callrail_responses_2(
   quota_class   TEXT,
   sent_ms       INTEGER,
   record_key    TEXT,
-  remote_id     TEXT
+  remote_id     TEXT,
+  resolved_by   INTEGER
 );
 INSERT INTO callrail_responses_2(id, run_id, destination, batch, records, record_keys, method,
   url, request_body, status, state, response_body, error, attempts, sent_at, duration_ms,
@@ -75,12 +76,25 @@ INSERT INTO callrail_responses_2(id, run_id, destination, batch, records, record
 DROP TABLE callrail_responses;
 ALTER TABLE callrail_responses_2 RENAME TO callrail_responses;
 CREATE INDEX callrail_responses_by_run ON callrail_responses(run_id);
-CREATE INDEX callrail_responses_by_quota
-  ON callrail_responses(quota_bucket, sent_ms) WHERE quota_bucket IS NOT NULL;
+CREATE INDEX callrail_responses_by_time
+  ON callrail_responses(sent_ms, state) WHERE sent_ms IS NOT NULL;
 CREATE INDEX callrail_responses_unresolved
-  ON callrail_responses(destination) WHERE state IN ('pending','unknown');
+  ON callrail_responses(destination, state, resolved_by, record_keys)
+  WHERE state IN ('pending','unknown') AND resolved_by IS NULL;
 CREATE INDEX callrail_responses_by_key
-  ON callrail_responses(destination, record_key) WHERE record_key IS NOT NULL;
+  ON callrail_responses(destination, record_key);
+
+-- unknown rows whose keys were all delivered by a later request no longer
+-- hold them back (the same statement as cr_sql_settle in ext/cr_prune.c)
+UPDATE callrail_responses AS r SET resolved_by = (SELECT max(d.response_id)
+  FROM json_each(r.record_keys) k JOIN callrail_delivered d
+  ON d.destination = r.destination AND d.record_key = k.value)
+ WHERE r.state = 'unknown' AND json_valid(r.record_keys)
+ AND json_type(r.record_keys) = 'array' AND json_array_length(r.record_keys) > 0
+ AND NOT EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(r.record_keys)
+   THEN r.record_keys ELSE '[null]' END) k
+  LEFT JOIN callrail_delivered d ON d.destination = r.destination AND d.record_key = k.value
+  WHERE d.response_id IS NULL OR d.response_id <= r.id);
 
 ALTER TABLE callrail_delivered ADD COLUMN remote_id TEXT;
 UPDATE callrail_delivered SET remote_id = (
