@@ -550,6 +550,10 @@ int cr_store_lock(cr_store *p, char **pzErr);
 ** no run is started), writes the new run's row: *piRun. */
 int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_int64 leaseMs,
                    sqlite3_int64 *piRun, char **pzLive, sqlite3_int64 *pnRecovered, char **pzErr);
+/* Marks the unknown rows of zDest whose keys were all delivered later as
+** resolved by that delivery (cr_sql_settle), so that they no longer hold
+** their keys back at the start of the next run. */
+int cr_store_settle(cr_store *p, const char *zDest, char **pzErr);
 /* Renews the run's heartbeat; zNote (if not NULL) becomes its error text,
 ** which tells a user outside a terminal what a running run waits for. */
 int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr);

@@ -944,6 +944,9 @@ static int cr_run_end(cr_run *pRun, char **pzErr) {
     pRun->counts.changed = cr_pipeline_changed(pRun->pPipe);
     rc = cr_store_run_end(pRun->pStore, pRun->iRun, &pRun->counts,
                           pRun->zStatus ? pRun->zStatus : "done", pRun->zEndError, pzErr);
+    if (rc == SQLITE_OK && pRun->pDest->zKey && pRun->counts.ok > 0) {
+      rc = cr_store_settle(pRun->pStore, pRun->pDest->zName, pzErr);
+    }
     cr_run_progress(pRun, 1);
   }
   return rc;

@@ -397,6 +397,19 @@ int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *c, co
   return rc;
 }
 
+int cr_store_settle(cr_store *p, const char *zDest, char **pzErr) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = cr_prepare(p->db, cr_sql_settle, &pStmt, pzErr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(pStmt, sqlite3_bind_parameter_index(pStmt, ":dest"), zDest, -1,
+                      SQLITE_STATIC);
+    rc = cr_store_step(p, pStmt, "cannot settle the unknown rows delivered since", pzErr);
+  }
+  sqlite3_finalize(pStmt);
+  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  return rc;
+}
+
 int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr) {
   int rc;
   sqlite3_bind_int64(p->pHeartbeat, 1, iRun);
