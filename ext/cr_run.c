@@ -70,8 +70,10 @@ struct cr_run {
   cr_job *pQueue;  /* jobs waiting to start (new, retries, halves) */
   cr_job *pFlying; /* jobs in flight */
   int nFlying;
-  cr_outcome *pHead; /* outcomes not yet returned */
+  cr_outcome *pHead; /* outcomes recorded, not yet returned */
   cr_outcome *pTail;
+  cr_outcome *pUnwritten; /* outcomes (and invalid records) not yet recorded */
+  cr_outcome *pUnwrittenTail;
   int pipelineDone;
   int stopping;              /* start nothing new */
   int interrupted;           /* ... not even what was already admitted */
@@ -111,12 +113,52 @@ void cr_outcome_free(cr_outcome *p) {
   }
 }
 
-static void cr_run_push(cr_run *pRun, cr_outcome *p) {
-  if (pRun->pTail)
-    pRun->pTail->pNext = p;
+/* Appends p to the list (*ppHead, *ppTail). */
+static void cr_outcome_append(cr_outcome **ppHead, cr_outcome **ppTail, cr_outcome *p) {
+  p->pNext = 0;
+  if (*ppTail)
+    (*ppTail)->pNext = p;
   else
-    pRun->pHead = p;
-  pRun->pTail = p;
+    *ppHead = p;
+  *ppTail = p;
+}
+
+/* Queues an outcome to be recorded (cr_run_record), then returned. */
+static void cr_run_push(cr_run *pRun, cr_outcome *p) {
+  cr_outcome_append(&pRun->pUnwritten, &pRun->pUnwrittenTail, p);
+}
+
+/* Writes one outcome (an invalid record: its row) in the open transaction. */
+static int cr_run_write(cr_run *pRun, cr_outcome *pOut, char **pzErr) {
+  const char *zDest = pRun->pDest->zName;
+  int rc;
+  if (strcmp(pOut->zState, "invalid") == 0) {
+    return cr_store_invalid(pRun->pStore, pRun->iRun, zDest, pOut->pReq, &pOut->iResponseId, pzErr);
+  }
+  rc = cr_store_outcome(pRun->pStore, pOut->iResponseId, pOut, pzErr);
+  if (rc == SQLITE_OK && strcmp(pOut->zState, "ok") == 0 && pOut->pReq->zRecordKeys) {
+    rc = cr_store_delivered(pRun->pStore, zDest, pOut->pReq, pOut->iResponseId, pOut->zRemoteId,
+                            pzErr);
+  }
+  return rc;
+}
+
+/* Records the queued outcomes in the store's open transaction (or a new
+** one that does not wait for the disk) and makes them the rows to return.
+** Outcomes wait in memory until then, not in an open transaction: the file's
+** write lock is never held while the user's query computes or the consumer
+** reads a row.  A refill records them with its pending rows, in one commit. */
+static int cr_run_record(cr_run *pRun, char **pzErr) {
+  int rc = SQLITE_OK;
+  while (pRun->pUnwritten) {
+    cr_outcome *pOut = pRun->pUnwritten;
+    int rc2 = cr_run_write(pRun, pOut, pzErr);
+    if (rc == SQLITE_OK) rc = rc2; /* the first error; every row is still returned */
+    pRun->pUnwritten = pOut->pNext;
+    if (pRun->pUnwritten == 0) pRun->pUnwrittenTail = 0;
+    cr_outcome_append(&pRun->pHead, &pRun->pTail, pOut);
+  }
+  return rc;
 }
 
 /* Counts a request's records under its final state. */
@@ -138,11 +180,10 @@ static void cr_run_why(cr_run *pRun, const char *zWhy) {
   if (pRun->zEndError == 0 && zWhy) pRun->zEndError = cr_strdup(zWhy);
 }
 
-/* Ends a job: writes its outcome and queues its row; bCount says whether
+/* Ends a job: queues its outcome to be recorded; bCount says whether
 ** its records are counted under zState (not for a split batch, whose
 ** records are counted through its halves). */
-static int cr_job_finish(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, int bCount,
-                         char **pzErr) {
+static int cr_job_finish(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, int bCount) {
   cr_outcome *pOut = sqlite3_malloc(sizeof(*pOut));
   cr_xfer *pX = &pJob->x;
   int rc = pOut ? SQLITE_OK : SQLITE_NOMEM;
@@ -163,11 +204,6 @@ static int cr_job_finish(cr_run *pRun, cr_job *pJob, const char *zState, char *z
       pX->zResponse = 0;
     }
     pJob->pReq = 0;
-    rc = cr_store_outcome(pRun->pStore, pOut->iResponseId, pOut, pzErr);
-    if (rc == SQLITE_OK && strcmp(zState, "ok") == 0 && pOut->pReq->zRecordKeys) {
-      rc = cr_store_delivered(pRun->pStore, pRun->pDest->zName, pOut->pReq, pOut->iResponseId,
-                              pOut->zRemoteId, pzErr);
-    }
     if (bCount) cr_run_count(pRun, zState, pOut->pReq->nRecords);
     cr_run_push(pRun, pOut);
   } else {
@@ -180,12 +216,12 @@ static int cr_job_finish(cr_run *pRun, cr_job *pJob, const char *zState, char *z
 }
 
 /* Ends a job: writes its outcome, counts its records and queues its row. */
-static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zError, char **pzErr) {
-  return cr_job_finish(pRun, pJob, zState, zError, 1, pzErr);
+static int cr_job_end(cr_run *pRun, cr_job *pJob, const char *zState, char *zError) {
+  return cr_job_finish(pRun, pJob, zState, zError, 1);
 }
 
 /* An invalid record: its row, never a request. */
-static int cr_run_invalid(cr_run *pRun, cr_request *pReq, char **pzErr) {
+static int cr_run_invalid(cr_run *pRun, cr_request *pReq) {
   cr_outcome *pOut = sqlite3_malloc(sizeof(*pOut));
   int rc = pOut ? SQLITE_OK : SQLITE_NOMEM;
   if (rc == SQLITE_OK) {
@@ -193,8 +229,6 @@ static int cr_run_invalid(cr_run *pRun, cr_request *pReq, char **pzErr) {
     pOut->pReq = pReq;
     pOut->zState = "invalid";
     pOut->zError = cr_strdup(pReq->zError);
-    rc = cr_store_invalid(pRun->pStore, pRun->iRun, pRun->pDest->zName, pReq, &pOut->iResponseId,
-                          pzErr);
     cr_run_count(pRun, "invalid", pReq->nRecords);
     cr_run_push(pRun, pOut);
   } else {
@@ -271,7 +305,7 @@ static int cr_job_bisect(cr_run *pRun, cr_job *pJob, char *zWhy, char **pzErr) {
   }
   rc = cr_job_finish(
       pRun, pJob, "failed",
-      sqlite3_mprintf("%s; batch split in two to isolate the rejected records", zWhy), 0, pzErr);
+      sqlite3_mprintf("%s; batch split in two to isolate the rejected records", zWhy), 0);
   sqlite3_free(zWhy);
   return rc;
 }
@@ -318,12 +352,11 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
   int canRetry = pJob->nAttempts < d->maxAttempts && !pRun->stopping;
   sqlite3_int64 msAfter;
 
-  if (st >= 200 && st < 300) return cr_job_end(pRun, pJob, "ok", cr_strdup(pX->zError), pzErr);
+  if (st >= 200 && st < 300) return cr_job_end(pRun, pJob, "ok", cr_strdup(pX->zError));
   if (st >= 300 && st < 400) {
     return cr_job_end(pRun, pJob, "failed",
                       sqlite3_mprintf("HTTP %d redirect to %s not followed", st,
-                                      pX->zLocation ? pX->zLocation : "(no Location)"),
-                      pzErr);
+                                      pX->zLocation ? pX->zLocation : "(no Location)"));
   }
   if (st == 429) {
     msAfter = cr_retry_after_ms(pX->zRetryAfter);
@@ -344,8 +377,7 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
       pJob->tNotBefore = tUntil; /* a Retry-After past max_delay_ms still holds */
       return SQLITE_OK;
     }
-    return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse),
-                      pzErr);
+    return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse));
   }
   if (st >= 500) {
     if (canRetry && (idem || d->retryPost)) {
@@ -353,15 +385,14 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
       cr_job_retry(pRun, pJob, msAfter >= 0 ? msAfter : cr_backoff_ms(d, pJob->nAttempts));
       return SQLITE_OK;
     }
-    return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse),
-                      pzErr);
+    return cr_job_end(pRun, pJob, "failed", cr_response_error(pRun->pConn->db, st, pX->zResponse));
   }
   if (st >= 400) {
     char *zWhy = cr_response_error(pRun->pConn->db, st, pX->zResponse);
     if ((st == 400 || st == 422) && pJob->pReq->nRecords > 1 && !pRun->stopping) {
       return cr_job_bisect(pRun, pJob, zWhy, pzErr);
     }
-    return cr_job_end(pRun, pJob, "failed", zWhy, pzErr);
+    return cr_job_end(pRun, pJob, "failed", zWhy);
   }
   /* No HTTP answer: a transport failure. */
   if (canRetry && (!pX->reachedServer || idem || d->retryPost)) {
@@ -369,7 +400,7 @@ static int cr_job_finished(cr_run *pRun, cr_job *pJob, char **pzErr) {
     return SQLITE_OK;
   }
   return cr_job_end(pRun, pJob, pX->reachedServer && !idem ? "unknown" : "failed",
-                    cr_strdup(pX->zError), pzErr);
+                    cr_strdup(pX->zError));
 }
 
 /* ------------------------------------------------------------------------
@@ -398,7 +429,7 @@ static struct curl_slist *cr_run_headers(cr_run *pRun, int hasBody) {
 }
 
 /* Hands a job whose pending row is committed to libcurl. */
-static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
+static int cr_job_start(cr_run *pRun, cr_job *pJob) {
   cr_xfer *pX = &pJob->x;
   char *zErr = 0;
   memset(pX, 0, sizeof(*pX));
@@ -413,7 +444,7 @@ static int cr_job_start(cr_run *pRun, cr_job *pJob, char **pzErr) {
   if (cr_http_start(pRun->pConn->pHttp, pX, &zErr) != SQLITE_OK) {
     /* Refused before leaving (e.g. the origin check): never retried. */
     pX->reachedServer = 0;
-    return cr_job_end(pRun, pJob, "failed", zErr, pzErr);
+    return cr_job_end(pRun, pJob, "failed", zErr);
   }
   pJob->pNext = pRun->pFlying;
   pRun->pFlying = pJob;
@@ -451,8 +482,8 @@ static int cr_run_next_job(cr_run *pRun, int nGathered, cr_job **ppJob, char **p
     } else if (pReq->zError && nGathered > 0) {
       pRun->pInvalid = pReq; /* its row after the gathered ones': ids in query order */
     } else if (pReq->zError) {
-      rc = cr_run_invalid(pRun, pReq, pzErr);
-      if (pRun->pHead) break; /* hand the invalid row back first */
+      rc = cr_run_invalid(pRun, pReq);
+      break; /* record it and hand its row back first */
     } else {
       cr_job *pJob = sqlite3_malloc(sizeof(*pJob));
       if (pJob == 0) {
@@ -531,7 +562,7 @@ static int cr_run_gather(cr_run *pRun, cr_job **apJob, int *pn, char **pzErr) {
   *pn = 0;
   while (rc == SQLITE_OK && !pRun->stopping && cr_now_ms() - tStart < CR_FILL_MS &&
          pRun->nFlying + *pn < pRun->pDest->concurrency && cr_now_ms() >= pRun->tPauseUntil &&
-         pRun->pHead == 0) {
+         pRun->pUnwrittenTail == 0) {
     cr_job *pJob = 0;
     rc = cr_run_next_job(pRun, *pn, &pJob, pzErr);
     if (rc == SQLITE_INTERRUPT) {
@@ -550,20 +581,22 @@ static int cr_run_gather(cr_run *pRun, cr_job **apJob, int *pn, char **pzErr) {
 
 /* Starts jobs until `concurrency` are in flight or none is ready.
 **
-** The outcomes recorded since the last commit are committed first, and
-** the records are read with no lock held: the file's write lock is taken
-** only to count other runs' requests, admit this refill's requests and
-** write their pending rows, committed in one transaction before any of
-** them leaves.  So other writers (another run, the user) never wait on
-** the user's query or on this run's consumer. */
+** The records are read with no lock held: the file's write lock is taken
+** only to record the outcomes that came in since the last refill, count
+** other runs' requests, admit this refill's requests and write their
+** pending rows - one transaction, committed before any of them leaves.  So
+** other writers (another run, the user) never wait on the user's query or
+** on this run's consumer. */
 static int cr_run_fill(cr_run *pRun, char **pzErr) {
   cr_job *apJob[CR_MAX_CONCURRENCY];
   int i, n = 0, nStart = 0, ok = 1;
   int rc = SQLITE_OK;
   if (cr_run_refill_wait(pRun, cr_now_ms()) != 0) return SQLITE_OK;
   pRun->ledgerSynced = 0;
-  rc = cr_store_flush(pRun->pStore, pzErr);
-  if (rc == SQLITE_OK) rc = cr_run_gather(pRun, apJob, &n, pzErr);
+  rc = cr_run_gather(pRun, apJob, &n, pzErr);
+  /* Durable if requests will leave; else the outcomes need not wait. */
+  if (rc == SQLITE_OK && n > 0) rc = cr_store_lock(pRun->pStore, pzErr);
+  if (rc == SQLITE_OK) rc = cr_run_record(pRun, pzErr);
   for (i = 0; i < n; i++) {
     int admitted = 0;
     if (rc == SQLITE_OK && ok && !pRun->stopping) {
@@ -582,7 +615,7 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
   if (nStart > 0) pRun->tFilled = cr_now_ms();
   for (i = 0; i < nStart; i++) {
     if (rc == SQLITE_OK && !pRun->interrupted) {
-      rc = cr_job_start(pRun, apJob[i], pzErr);
+      rc = cr_job_start(pRun, apJob[i]);
     } else {
       cr_queue_push(pRun, apJob[i], 0); /* ended by cr_run_drop_queue */
     }
@@ -590,7 +623,7 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
   if (rc == SQLITE_OK && pRun->pInvalid) {
     cr_request *pReq = pRun->pInvalid;
     pRun->pInvalid = 0;
-    rc = cr_run_invalid(pRun, pReq, pzErr);
+    rc = cr_run_invalid(pRun, pReq);
   }
   return rc;
 }
@@ -677,7 +710,7 @@ static int cr_run_abort_flying(cr_run *pRun, char **pzErr) {
     pRun->nFlying--;
     if (cr_http_abort(pRun->pConn->pHttp, &pJob->x)) {
       rc2 = cr_job_end(pRun, pJob, pJob->x.reachedServer && !idem ? "unknown" : "failed",
-                       sqlite3_mprintf("run interrupted while the request was in flight"), pzErr);
+                       sqlite3_mprintf("run interrupted while the request was in flight"));
     } else {
       rc2 = cr_job_finished(pRun, pJob, pzErr); /* answered meanwhile; no retry (stopping) */
     }
@@ -688,7 +721,7 @@ static int cr_run_abort_flying(cr_run *pRun, char **pzErr) {
 
 /* Queued retries and halves that will not start: a retry's last attempt
 ** is its outcome; a half never sent gets no row (a re-run sends it). */
-static int cr_run_drop_queue(cr_run *pRun, char **pzErr) {
+static int cr_run_drop_queue(cr_run *pRun) {
   int rc = SQLITE_OK;
   while (pRun->pQueue) {
     cr_job *pJob = pRun->pQueue;
@@ -698,7 +731,7 @@ static int cr_run_drop_queue(cr_run *pRun, char **pzErr) {
                        ? sqlite3_mprintf("not sent: the run was stopped first")
                        : sqlite3_mprintf("not retried: the run was stopped after %d attempts",
                                          pJob->nAttempts);
-      int rc2 = cr_job_end(pRun, pJob, "failed", zWhy, pzErr);
+      int rc2 = cr_job_end(pRun, pJob, "failed", zWhy);
       if (rc == SQLITE_OK) rc = rc2;
     } else {
       cr_request_free(pJob->pReq);
@@ -721,7 +754,7 @@ static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr) {
     rc = cr_run_wait(pRun, CR_POLL_MS, pzErr);
   }
   if (rc == SQLITE_OK) rc = cr_run_abort_flying(pRun, pzErr);
-  if (rc == SQLITE_OK) rc = cr_run_drop_queue(pRun, pzErr);
+  if (rc == SQLITE_OK) rc = cr_run_drop_queue(pRun);
   return rc;
 }
 
@@ -794,7 +827,7 @@ int cr_run_step(cr_run *pRun, cr_outcome **ppOut, char **pzErr) {
     cr_run_progress(pRun, 0);
   }
   if (rc == SQLITE_OK && pRun->pHead == 0) {
-    rc = cr_run_drop_queue(pRun, pzErr);
+    rc = cr_run_drop_queue(pRun);
     if (rc == SQLITE_OK) rc = cr_run_end(pRun, pzErr);
   }
   if (rc == SQLITE_INTERRUPT && !pRun->stopping) {
@@ -939,11 +972,14 @@ static int cr_run_end(cr_run *pRun, char **pzErr) {
   int rc = SQLITE_OK;
   if (pRun->pStore && pRun->iRun && !pRun->ended) {
     pRun->ended = 1;
+    rc = cr_run_record(pRun, pzErr);
     pRun->counts.records = cr_pipeline_records(pRun->pPipe);
     pRun->counts.skipped = cr_pipeline_skipped(pRun->pPipe);
     pRun->counts.changed = cr_pipeline_changed(pRun->pPipe);
-    rc = cr_store_run_end(pRun->pStore, pRun->iRun, &pRun->counts,
-                          pRun->zStatus ? pRun->zStatus : "done", pRun->zEndError, pzErr);
+    if (rc == SQLITE_OK) {
+      rc = cr_store_run_end(pRun->pStore, pRun->iRun, &pRun->counts,
+                            pRun->zStatus ? pRun->zStatus : "done", pRun->zEndError, pzErr);
+    }
     if (rc == SQLITE_OK && pRun->pDest->zKey && pRun->counts.ok > 0) {
       rc = cr_store_settle(pRun->pStore, pRun->pDest->zName, pzErr);
     }
@@ -969,7 +1005,7 @@ void cr_run_close(cr_run *pRun) {
     while (pRun->nFlying > 0 && cr_run_wait(pRun, CR_POLL_MS, &zErr) == SQLITE_OK) {
     }
     cr_run_abort_flying(pRun, &zErr);
-    cr_run_drop_queue(pRun, &zErr);
+    cr_run_drop_queue(pRun);
     cr_run_end(pRun, &zErr);
   }
   while (pRun->pHead) {

@@ -102,9 +102,10 @@ CREATE TABLE IF NOT EXISTS callrail_responses(
 -- queries):
 --   by_run:     a run's rows (recovery, "failures of a run", pruning runs);
 --   by_time:    requests by send time: the quota pacer's last 24 h, "the
---               last N days by state" (state makes that one read the index
---               alone), "quota used in the last hour"; rows never sent
---               (invalid) have no sent_ms and are left out;
+--               last N days by state", "quota used in the last hour"; rows
+--               never sent (invalid) have no sent_ms and are left out.  It
+--               holds no state: every outcome would then rewrite its entry
+--               (about 3 % of a request's instructions);
 --   unresolved: only rows that still hold keys back, read by every keyed
 --               run at start-up: a row leaves it when it is resolved, or
 --               when its keys are delivered later (resolved_by); it
@@ -114,7 +115,7 @@ CREATE TABLE IF NOT EXISTS callrail_responses(
 --               record_keys).
 CREATE INDEX IF NOT EXISTS callrail_responses_by_run ON callrail_responses(run_id);
 CREATE INDEX IF NOT EXISTS callrail_responses_by_time
-  ON callrail_responses(sent_ms, state) WHERE sent_ms IS NOT NULL;
+  ON callrail_responses(sent_ms) WHERE sent_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS callrail_responses_unresolved
   ON callrail_responses(destination, state, resolved_by, record_keys)
   WHERE state IN ('pending','unknown') AND resolved_by IS NULL;

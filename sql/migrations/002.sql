@@ -77,7 +77,7 @@ DROP TABLE callrail_responses;
 ALTER TABLE callrail_responses_2 RENAME TO callrail_responses;
 CREATE INDEX callrail_responses_by_run ON callrail_responses(run_id);
 CREATE INDEX callrail_responses_by_time
-  ON callrail_responses(sent_ms, state) WHERE sent_ms IS NOT NULL;
+  ON callrail_responses(sent_ms) WHERE sent_ms IS NOT NULL;
 CREATE INDEX callrail_responses_unresolved
   ON callrail_responses(destination, state, resolved_by, record_keys)
   WHERE state IN ('pending','unknown') AND resolved_by IS NULL;
