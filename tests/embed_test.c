@@ -440,7 +440,8 @@ static void t_surface(sqlite3 *db) {
                            "callrail_activate/1/directonly callrail_credential/2/directonly"
                            " callrail_credential/3/directonly callrail_credential/4/directonly"
                            " callrail_deactivate/1/directonly"
-                           " callrail_destination/2/directonly callrail_resolve/2/directonly"
+                           " callrail_destination/2/directonly callrail_prune/-1/directonly "
+                           "callrail_resolve/2/directonly"
                            " callrail_resolve/3/directonly callrail_test/2/directonly"
                            " callrail_version/0/innocuous");
   report("function_list_exact", zWhy);
