@@ -18,8 +18,6 @@
 CC      ?= gcc
 BUILD   := build
 PKGS    := sqlite3 libcurl
-BUILD_DEBPKGS := build-essential pkg-config libsqlite3-dev libcurl4-openssl-dev
-TEST_DEBPKGS  := $(BUILD_DEBPKGS) sqlite3 python3 valgrind npm
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null)
 
@@ -71,21 +69,21 @@ deps:
 # What make demo and make test run besides the build: installed with
 # apt-get (with the build dependencies) as root, otherwise named.
 demo-deps: TOOLS := sqlite3 python3
-demo-deps: DEBPKGS := $(BUILD_DEBPKGS) sqlite3 python3
 test-deps: TOOLS := sqlite3 python3 valgrind npm
-test-deps: DEBPKGS := $(TEST_DEBPKGS)
 demo-deps test-deps:
 	@missing=""; \
-	for c in $(CC) pkg-config $(TOOLS); do \
-	  command -v $$c >/dev/null 2>&1 || missing=1; done; \
-	for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing=1; done; \
+	command -v $(CC) >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	pkg-config --exists sqlite3 2>/dev/null || missing="$$missing libsqlite3-dev"; \
+	pkg-config --exists libcurl 2>/dev/null || missing="$$missing libcurl4-openssl-dev"; \
+	for c in $(TOOLS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "$@: installing $(DEBPKGS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBPKGS) >/dev/null || exit 1; \
+	    echo "$@: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 	  else \
-	    echo "$@: missing some of $(TOOLS) or the build dependencies; run:"; \
-	    echo "  sudo apt-get install -y $(DEBPKGS)"; exit 1; \
+	    echo "$@: missing$$missing; run:"; \
+	    echo "  sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
 
