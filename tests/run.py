@@ -173,9 +173,11 @@ class Ctx:
 
     def rows(self, query, db=None):
         """Rows of a query on the test database, read with the shell in
-        JSON mode (no extension needed to read our tables)."""
-        proc = subprocess.run(["sqlite3", "-json", db or self.db, query], capture_output=True,
-                              text=True, timeout=60)
+        JSON mode (no extension needed to read our tables).  It waits for a
+        lock (a shell that is still loading the extension switches the file
+        to WAL and creates the tables) instead of failing at once."""
+        proc = subprocess.run(["sqlite3", "-json", "-cmd", ".timeout 10000", db or self.db, query],
+                              capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise AssertionError("query failed: %s\n%s" % (query, proc.stderr))
         return json.loads(proc.stdout or "[]")
