@@ -3,6 +3,7 @@
 #   make bench                  everything, 5 runs per figure (about 15 minutes)
 #   make bench BENCH_RUNS=3     fewer runs
 #   make bench BENCH_QUICK=1    fewer records everywhere (a minute or two), for development
+#   make bench-compare          this build against BENCH_REF (default 0.1.0), side by side
 #   make bench BENCH_SECTIONS=1,5   only some sections (1 zero latency, 2 latency, 3 memory,
 #                               4 CPU/instructions/profile, 5 pacing, 6 durability,
 #                               7 reads, 8 audit at scale)
@@ -41,3 +42,13 @@ bench-deps:
 
 bench: all bench-deps
 	python3 bench/run_bench.py
+
+# This build against a reference revision (default 0.1.0), side by side: bench/compare.py.
+BENCH_REF ?= 7c81d8e
+.PHONY: bench-compare
+bench-compare: all bench-deps
+	rm -rf $(BUILD)/bench-ref && git worktree prune && \
+	  git worktree add --detach -f $(BUILD)/bench-ref $(BENCH_REF) >/dev/null && \
+	  $(MAKE) --no-print-directory -C $(BUILD)/bench-ref callrail.so >/dev/null
+	BENCH_OUT=$(BUILD)/bench-compare python3 bench/compare.py $(BUILD)/bench-ref/callrail.so callrail.so
+	git worktree remove --force $(BUILD)/bench-ref
