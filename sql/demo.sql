@@ -37,7 +37,7 @@ SELECT callrail_test('companies', '{"shop_id": 0, "name": "Demo Test Co"}') AS r
 
 .print '== activate and send'
 SELECT callrail_activate('companies');
-SELECT batch, status, state, json_extract(response_body, '$.id') AS company_id
+SELECT batch, record_key AS shop_id, status, state, remote_id AS company_id
   FROM callrail_send('companies', 'SELECT * FROM shops') ORDER BY batch;
 
 .print '== the audit trail'
@@ -48,3 +48,7 @@ SELECT run_id, kind, records, requests, ok, failed, skipped, status FROM callrai
 .print '== a second send skips what was already delivered'
 SELECT count(*) AS requests FROM callrail_send('companies', 'SELECT * FROM shops');
 SELECT run_id, records, requests, skipped, status FROM callrail_runs ORDER BY run_id DESC LIMIT 1;
+
+.print '== your keys and the ids CallRail gave them'
+SELECT record_key AS shop_id, remote_id AS company_id FROM callrail_delivered
+ WHERE destination = 'companies' ORDER BY CAST(record_key AS INTEGER);
