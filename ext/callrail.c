@@ -140,7 +140,7 @@ static void cr_credential_func(sqlite3_context *ctx, int argc, sqlite3_value **a
     sqlite3_bind_text(pStmt, 2, zSource, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 3, zBase, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 4, zCaFile, -1, SQLITE_STATIC);
-    rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    rc = cr_step_waiting(pConn->db, pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     if (rc != SQLITE_OK)
       cr_set_error(&zErr, "cannot save credential: %s", sqlite3_errmsg(pConn->db));
   }
@@ -242,7 +242,7 @@ static void cr_destination_func(sqlite3_context *ctx, int argc, sqlite3_value **
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 2, zConfig, -1, SQLITE_STATIC);
-    rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    rc = cr_step_waiting(pConn->db, pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     if (rc != SQLITE_OK)
       cr_set_error(&zErr, "cannot save destination: %s", sqlite3_errmsg(pConn->db));
   }
@@ -276,7 +276,7 @@ static void cr_set_active(sqlite3_context *ctx, sqlite3_value **argv, int bActiv
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     sqlite3_bind_int(pStmt, 2, bActive);
-    rc = sqlite3_step(pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    rc = cr_step_waiting(pConn->db, pStmt) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     if (rc != SQLITE_OK) {
       cr_set_error(&zErr, "cannot update destination \"%s\": %s", zName, sqlite3_errmsg(pConn->db));
     } else if (sqlite3_changes(pConn->db) == 0) {

@@ -66,6 +66,16 @@ int cr_name_is_plain(const char *z);
 /* Runs a statement of SQL with no result rows on db; SQLITE_OK or error. */
 int cr_exec(sqlite3 *db, const char *zSql, char **pzErr);
 
+/* How long a write of the configuration functions waits for another
+** connection's write lock (a run commits often, and briefly). */
+#define CR_WRITE_WAIT_MS 10000
+
+/* Steps pStmt, a write on the user's connection db; while another
+** connection holds the write lock (SQLITE_BUSY) it tries again for up to
+** CR_WRITE_WAIT_MS, unless the user interrupts: the user's connection may
+** have no busy timeout.  Returns sqlite3_step()'s result. */
+int cr_step_waiting(sqlite3 *db, sqlite3_stmt *pStmt);
+
 /* Returns SQLITE_INTERRUPT once sqlite3_interrupt() was called on db (works
 ** on SQLite 3.40, which lacks sqlite3_is_interrupted()), else SQLITE_OK. */
 int cr_check_interrupt(sqlite3 *db);
@@ -582,8 +592,6 @@ int cr_store_ledger(cr_store *p, sqlite3_int64 iRunSelf, sqlite3_int64 *piAfter,
 int cr_store_flush(cr_store *p, char **pzErr);
 /* Drops the writes made since the last commit (its own connection only). */
 void cr_store_rollback(cr_store *p);
-/* How long the open write transaction has been open, in ms; -1: none. */
-sqlite3_int64 cr_store_open_ms(cr_store *p);
 /* Records an invalid record (never sent). */
 int cr_store_invalid(cr_store *p, sqlite3_int64 iRun, const char *zDest, const cr_request *pReq,
                      sqlite3_int64 *piId, char **pzErr);

@@ -44,9 +44,6 @@ SQLITE_EXTENSION_INIT3
 ** that one commit (an fsync) starts several requests. */
 #define CR_REFILL_MS 2
 
-/* Outcomes are committed at least this often while transfers run. */
-#define CR_COMMIT_MS 200
-
 /* One request on its way: its audit row, attempts and transfer. */
 typedef struct cr_job cr_job;
 struct cr_job {
@@ -692,9 +689,6 @@ static int cr_run_wait(cr_run *pRun, int msWait, char **pzErr) {
     cr_job *pJob = cr_flying_take(pRun, pDone);
     rc = cr_job_finished(pRun, pJob, pzErr);
     if (rc == SQLITE_OK) rc = cr_http_wait(pRun->pConn->pHttp, 0, &pDone, pzErr);
-  }
-  if (rc == SQLITE_OK && cr_store_open_ms(pRun->pStore) >= CR_COMMIT_MS) {
-    rc = cr_store_flush(pRun->pStore, pzErr);
   }
   return rc;
 }

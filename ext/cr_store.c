@@ -46,7 +46,6 @@ struct cr_store {
   int inTxn;           /* a write transaction is open on db */
   int txnDurable;      /* ... and it commits with synchronous FULL */
   int syncDurable;     /* the connection's synchronous level is FULL */
-  sqlite3_int64 tTxn;  /* when it was opened (cr_now_ms) */
   sqlite3_stmt *pRunBegin;
   sqlite3_stmt *pRunEnd;
   sqlite3_stmt *pPending;
@@ -326,7 +325,6 @@ static int cr_store_begin(cr_store *p, int isDurable, char **pzErr) {
     rc = cr_store_exec(p, p->pBegin, "cannot start writing to the audit tables", pzErr);
   p->inTxn = rc == SQLITE_OK;
   p->txnDurable = isDurable;
-  p->tTxn = cr_now_ms();
   return rc;
 }
 
@@ -347,10 +345,6 @@ int cr_store_flush(cr_store *p, char **pzErr) {
 void cr_store_rollback(cr_store *p) {
   if (p->inTxn) cr_exec(p->db, "ROLLBACK", 0);
   p->inTxn = 0;
-}
-
-sqlite3_int64 cr_store_open_ms(cr_store *p) {
-  return p->inTxn ? cr_now_ms() - p->tTxn : -1;
 }
 
 sqlite3 *cr_store_db(cr_store *p) {

@@ -68,6 +68,17 @@ int cr_check_interrupt(sqlite3 *db) {
   return rc == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_OK;
 }
 
+int cr_step_waiting(sqlite3 *db, sqlite3_stmt *pStmt) {
+  int rc, ms = 0;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_BUSY && ms < CR_WRITE_WAIT_MS &&
+         cr_check_interrupt(db) != SQLITE_INTERRUPT) {
+    sqlite3_reset(pStmt);
+    sqlite3_sleep(10);
+    ms += 10;
+  }
+  return rc;
+}
+
 const char *cr_arg_text(sqlite3_value *pVal, const char *zWhat, char **pzErr) {
   switch (sqlite3_value_type(pVal)) {
   case SQLITE_NULL:

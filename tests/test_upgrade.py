@@ -21,6 +21,7 @@ Properties checked:
 The fixture's rows name the fake server on 127.0.0.1:47231 (the origin is
 part of a request's identity), so this test serves a second fake there.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -37,9 +38,13 @@ TOKEN_ENV = {"CALLRAIL_FIXTURE_TOKEN": "test-token"}
 
 
 class FixedFake(Fake):
-    """The fake CallRail server on the fixed port the fixture names."""
+    """The fake CallRail server on the fixed port the fixture names.  The
+    suites of `make test` run side by side, each with this test: a lock file
+    makes them take the port in turn."""
 
     def __init__(self, workdir, port):
+        self.lock = open(os.path.join(TESTS, "tmp", "port-%d.lock" % port), "w")
+        fcntl.flock(self.lock, fcntl.LOCK_EX)  # until the other suite's fake has stopped
         probe = socket.socket()
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
         try:
@@ -66,6 +71,10 @@ class FixedFake(Fake):
                 pass
         self.port = port
         self.base = "http://127.0.0.1:%d" % port
+
+    def stop(self):
+        Fake.stop(self)
+        self.lock.close()  # the next suite may take the port
 
 
 def upgraded_copy(ctx, name="v010.db"):
