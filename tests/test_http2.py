@@ -108,15 +108,26 @@ def test_streams_refused_by_http2_goaway_are_retried_not_unknown_nor_duplicated(
         proc.wait(timeout=30)
     rows = ctx.rows("SELECT state, attempts, error, json_extract(response_body, '$.id') AS id,"
                     " url FROM callrail_responses")
-    states = {}
-    for r in rows:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    assert states == {"ok": n}, (states, [r for r in rows if r["state"] != "ok"][:5])
     log = access_log(d)
     assert all(e[1] == "201" and e[2] == "POST" and e[4] == "HTTP/2.0" for e in log), log[:5]
     uris = [e[3] for e in log]
-    assert len(uris) == len(set(uris)) == n, "%d requests, %d distinct" % (len(uris), len(set(uris)))
-    by_id = {r["id"]: r["url"] for r in rows}
-    assert len(by_id) == n and all(by_id.get(e[0], "").endswith(e[3]) for e in log)
+    assert len(uris) == len(set(uris)), "a request reached nginx twice: %d of %d distinct" % (
+        len(set(uris)), len(uris))
+    received = set(uris)
+    # A stream nginx never processed provably did not arrive: it is retried,
+    # never left `unknown`.  (`unknown` is right for one nginx did process
+    # whose answer was lost with its connection.)
+    lost = [r for r in rows if r["state"] != "ok" and
+            r["url"][r["url"].index("/v3/"):] not in received]
+    assert lost == [], ("requests nginx never received ended %s" % lost[:5])
+    assert len(rows) == n and all(r["state"] in ("ok", "unknown") for r in rows), (
+        [r for r in rows if r["state"] not in ("ok", "unknown")][:5])
+    by_id = {r["id"]: r["url"] for r in rows if r["state"] == "ok"}
+    assert all(by_id.get(e[0], "").endswith(e[3]) for e in log if e[0] in by_id)
+    assert len(received) == n, "%d of %d records reached nginx" % (len(received), n)
+    unknown = [r for r in rows if r["state"] == "unknown"]
+    if unknown:
+        print("    %d request(s) nginx processed ended unknown (answer lost): %s"
+              % (len(unknown), unknown[:3]))
     # The property was exercised: GOAWAYs refused streams that were sent again.
     assert any(r["attempts"] > 1 for r in rows), "no stream was refused: nothing was tested"
