@@ -31,7 +31,8 @@
 **     the server provably never processed it: an HTTP/2 stream above the
 **     last stream id of the server's GOAWAY (a graceful close, e.g. nginx's
 **     keepalive_requests), or one libcurl saw refused (REFUSED_STREAM).
-**     Such an attempt did not arrive (reachedServer 0) and is retried like
+**     Such an attempt did not arrive (reachedServer 0), whether libcurl
+**     tries to re-send it or ends it with CURLE_HTTP2, and is retried like
 **     a refused connect.  libcurl 7.88 says so only in its verbose text,
 **     which cr_on_debug() reads (see cr_xfer_note()); text it does not
 **     recognise leaves the request `unknown`, the safe side.
@@ -232,8 +233,6 @@ void cr_xfer_clear(cr_xfer *pX) {
 ** Headers: the one list that both a request and its preview use.
 */
 
-/* Calls xLine for each header line of a request to pDest, in order; the
-** Authorization line carries zToken ("***" in previews). */
 /* True if the destination sets header zName itself (replacing ours). */
 static int cr_dest_sets_header(const cr_dest *pDest, const char *zName) {
   size_t n = strlen(zName);
@@ -244,6 +243,8 @@ static int cr_dest_sets_header(const cr_dest *pDest, const char *zName) {
   return 0;
 }
 
+/* Calls xLine for each header line of a request to pDest, in order; the
+** Authorization line carries zToken ("***" in previews). */
 static int cr_headers_each(const cr_dest *pDest, const char *zToken, int hasBody,
                            int (*xLine)(void *, const char *, const char *), void *pArg) {
   char *zAuth = sqlite3_mprintf("Token token=\"%s\"", zToken);
@@ -379,10 +380,11 @@ static int cr_on_prereq(void *pArg, char *zConnIp, char *zLocalIp, int connPort,
   cr_xfer *pX = (cr_xfer *)pArg;
   (void)zConnIp, (void)zLocalIp, (void)connPort, (void)localPort;
   pX->nPrereq++;
-  pX->iStream = 0; /* a new attempt; cr_xfer_note() learns its stream */
   if (pX->nPrereq > 1 && (pX->eMethod == CR_METHOD_POST || pX->eMethod == CR_METHOD_PATCH)) {
-    return CURL_PREREQFUNC_ABORT;
+    return CURL_PREREQFUNC_ABORT; /* what refused the last attempt still holds */
   }
+  pX->iStream = 0; /* a new attempt; cr_xfer_note() learns its stream */
+  pX->refused = 0;
   return CURL_PREREQFUNC_OK;
 }
 
@@ -502,8 +504,14 @@ static int cr_xfer_setup(cr_http *p, cr_xfer *pX, char **pzErr) {
   CR_SETOPT(rc, pX, CURLOPT_ERRORBUFFER, pX->zErrBuf, pzErr);
   /* HTTP/2 is negotiated only over TLS (plain http stays HTTP/1.1), and
   ** only HTTP/2's refused streams need libcurl's verbose text; making that
-  ** text costs about 4 % of a request's instructions. */
+  ** text costs about 4 % of a request's instructions.  PIPEWAIT: transfers
+  ** started together wait for the first TLS handshake to tell whether the
+  ** origin multiplexes, so an HTTP/2 API gets one connection carrying up to
+  ** `concurrency` streams, not one handshake per transfer.  (Over plain http
+  ** libcurl would learn that only from the first answer, so a slow first
+  ** request would hold back the others.) */
   if (strncmp(pX->zUrl, "https:", 6) == 0) {
+    CR_SETOPT(rc, pX, CURLOPT_PIPEWAIT, 1L, pzErr);
     CR_SETOPT(rc, pX, CURLOPT_DEBUGFUNCTION, cr_on_debug, pzErr);
     CR_SETOPT(rc, pX, CURLOPT_DEBUGDATA, pX, pzErr);
     CR_SETOPT(rc, pX, CURLOPT_VERBOSE, 1L, pzErr); /* to cr_on_debug(), not stderr */
@@ -572,6 +580,20 @@ static char *cr_header_overflow(cr_xfer *pX, CURLcode cc, const char *zDetail) {
   return 0;
 }
 
+/* A stream the server refused, or left unprocessed above its GOAWAY's last
+** stream, provably did not arrive (RFC 9113, 6.8): it is retried like a
+** refused connect. */
+static void cr_xfer_refused(cr_xfer *pX) {
+  pX->reachedServer = 0;
+  pX->zError = pX->refused == CR_REFUSED_GOAWAY
+                   ? sqlite3_mprintf("HTTP/2 stream refused: the server closed the connection "
+                                     "(GOAWAY) after stream %u, before processing this "
+                                     "request; it did not arrive",
+                                     pX->iLastKept)
+                   : sqlite3_mprintf("HTTP/2 stream refused by the server (REFUSED_STREAM); "
+                                     "the request did not arrive");
+}
+
 /* Explains a libcurl failure by phase, and whether the request may have
 ** reached the server. */
 static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
@@ -581,6 +603,14 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
   /* Never handed to a connection: it cannot have arrived. */
   pX->reachedServer = pX->nPrereq > 0;
   if (pX->zError) return; /* set by a callback, e.g. the body size cap */
+  /* libcurl may also end a stream above a GOAWAY's last stream with
+  ** CURLE_HTTP2 ("Error in the HTTP2 framing layer") instead of retrying
+  ** it: the server still never processed it. */
+  if (!pX->refused) cr_goaway_check(pX);
+  if (pX->refused) {
+    cr_xfer_refused(pX);
+    return;
+  }
   pX->zError = cr_header_overflow(pX, cc, zDetail);
   if (pX->zError) return;
   switch (cc) {
@@ -603,17 +633,6 @@ static void cr_xfer_failed(cr_xfer *pX, CURLcode cc) {
                      : sqlite3_mprintf("connect timed out after %lld ms", pX->durationMs);
     break;
   case CURLE_ABORTED_BY_CALLBACK:
-    if (pX->refused) {
-      pX->reachedServer = 0;
-      pX->zError = pX->refused == CR_REFUSED_GOAWAY
-                       ? sqlite3_mprintf("HTTP/2 stream refused: the server closed the "
-                                         "connection (GOAWAY) after stream %u, before "
-                                         "processing this request; it did not arrive",
-                                         pX->iLastKept)
-                       : sqlite3_mprintf("HTTP/2 stream refused by the server "
-                                         "(REFUSED_STREAM); the request did not arrive");
-      break;
-    }
     pX->zError = sqlite3_mprintf("connection dropped before any response; libcurl's automatic "
                                  "re-send was stopped (the request may have arrived)");
     break;
