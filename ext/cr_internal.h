@@ -327,6 +327,7 @@ typedef struct cr_request {
   char *zRecordHashes; /* JSON array of each keyed record's request hash */
   char *zError;        /* invalid record: why */
   char *zRecordKey;    /* the key of a one-record request, or NULL */
+  char *zRecordHash;   /* ... and its identity, if it is keyed and valid */
   int isChanged;       /* sync "new": a delivered record that changed; not sent */
   sqlite3_int64 iFirstRow;
 } cr_request;

@@ -711,20 +711,27 @@ static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
 ** stay, so a value can never change the URL's host, path, query or
 ** fragment.  A value of only dots is encoded too: "." and ".." would be
 ** path segments that servers resolve. */
+static int cr_unreserved(unsigned char c, int allDots) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '~' || (c == '.' && !allDots);
+}
+
 static void cr_percent_encode(sqlite3_str *pOut, const char *z, int n) {
   static const char hex[] = "0123456789ABCDEF";
   int allDots = n > 0 && (int)strspn(z, ".") >= n;
-  int i;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)z[i];
-    int unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                     c == '-' || c == '_' || c == '~' || (c == '.' && !allDots);
-    if (unreserved) {
-      sqlite3_str_appendchar(pOut, 1, (char)c);
-    } else {
+  int i = 0;
+  while (i < n) {
+    int j = i;
+    while (j < n && cr_unreserved((unsigned char)z[j], allDots))
+      j++;
+    if (j > i) sqlite3_str_append(pOut, z + i, j - i); /* a run at a time: ids are long */
+    if (j < n) {
+      unsigned char c = (unsigned char)z[j];
       char a[3] = {'%', hex[c >> 4], hex[c & 15]};
       sqlite3_str_append(pOut, a, 3);
+      j++;
     }
+    i = j;
   }
 }
 

@@ -45,6 +45,7 @@ static const char *cr_record_hash(cr_identity *pIdent, const cr_dest *pDest, cr_
 void cr_request_free(cr_request *p) {
   if (p) {
     sqlite3_free(p->zRecordKey);
+    sqlite3_free(p->zRecordHash);
     sqlite3_free(p->zRecordHashes);
     sqlite3_free(p->zUrl);
     sqlite3_free(p->zBody);
@@ -120,6 +121,8 @@ static cr_request *cr_request_single(cr_batcher *p, cr_record *pRec) {
   pReq->iFirstRow = pRec->iRow;
   if (pRec->zKeyJson && pRec->zError == 0) {
     pReq->zRecordHashes = sqlite3_mprintf("[\"%s\"]", cr_record_hash(p->pIdent, p->pDest, pRec));
+    pReq->zRecordHash = pRec->zHash;
+    pRec->zHash = 0;
   }
   if (pRec->zKeyJson) pReq->zRecordKeys = sqlite3_mprintf("[%s]", pRec->zKeyJson);
   pReq->zRecordKey = pRec->zKey;

@@ -52,6 +52,7 @@ struct cr_store {
   sqlite3_stmt *pOutcome;
   sqlite3_stmt *pInvalid;
   sqlite3_stmt *pDelivered;
+  sqlite3_stmt *pDeliveredOne;
   sqlite3_stmt *pRemoteId; /* a response's remote id at id_path */
   sqlite3_stmt *pHeartbeat;
   sqlite3_stmt *pLedger;     /* other runs' requests since a row id */
@@ -99,13 +100,19 @@ static const char cr_sql_invalid[] =
 
 /* A key delivered again keeps the remote id it had unless the response
 ** names one (an update's answer may not). */
+#define CR_SQL_DELIVERED_UPSERT                                                                    \
+  " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"          \
+  " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"                        \
+  " remote_id=coalesce(excluded.remote_id, remote_id)"
 static const char cr_sql_delivered[] =
     "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
     " delivered_at, remote_id) SELECT ?1, k.value, json_extract(?3, '$[' || k.key || ']'), "
-    "?4, " CR_NOW ", ?5 FROM json_each(?2) k WHERE 1"
-    " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"
-    " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"
-    " remote_id=coalesce(excluded.remote_id, remote_id)";
+    "?4, " CR_NOW ", ?5 FROM json_each(?2) k WHERE 1" CR_SQL_DELIVERED_UPSERT;
+/* The same for the one key of a one-record request, without parsing the
+** JSON arrays of keys and identities: most requests are of one record. */
+static const char cr_sql_delivered_one[] =
+    "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
+    " delivered_at, remote_id) VALUES(?1, ?2, ?3, ?4, " CR_NOW ", ?5)" CR_SQL_DELIVERED_UPSERT;
 
 /* The requests written after row id ?1, and whether each is another
 ** run's (?2 is this run) with a quota bucket: the shared quota ledger, read
@@ -238,6 +245,7 @@ int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_outcome, &p->pOutcome, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_invalid, &p->pInvalid, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_delivered, &p->pDelivered, pzErr);
+  if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_delivered_one, &p->pDeliveredOne, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "SELECT json_extract(?1, ?2)", &p->pRemoteId, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_heartbeat, &p->pHeartbeat, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_ledger, &p->pLedger, pzErr);
@@ -261,6 +269,7 @@ void cr_store_close(cr_store *p) {
   sqlite3_finalize(p->pOutcome);
   sqlite3_finalize(p->pInvalid);
   sqlite3_finalize(p->pDelivered);
+  sqlite3_finalize(p->pDeliveredOne);
   sqlite3_finalize(p->pRemoteId);
   sqlite3_finalize(p->pHeartbeat);
   sqlite3_finalize(p->pLedger);
@@ -484,12 +493,18 @@ char *cr_store_remote_id(cr_store *p, const char *zBody, const char *zIdPath) {
 
 int cr_store_delivered(cr_store *p, const char *zDest, const cr_request *pReq, sqlite3_int64 iId,
                        const char *zRemoteId, char **pzErr) {
-  sqlite3_bind_text(p->pDelivered, 1, zDest, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pDelivered, 2, pReq->zRecordKeys, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p->pDelivered, 3, pReq->zRecordHashes, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(p->pDelivered, 4, iId);
-  if (pReq->nRecords == 1) sqlite3_bind_text(p->pDelivered, 5, zRemoteId, -1, SQLITE_STATIC);
-  return cr_store_step(p, p->pDelivered, "cannot record delivered records", pzErr);
+  sqlite3_stmt *pStmt = pReq->zRecordKey && pReq->zRecordHash ? p->pDeliveredOne : p->pDelivered;
+  sqlite3_bind_text(pStmt, 1, zDest, -1, SQLITE_STATIC);
+  if (pStmt == p->pDeliveredOne) {
+    sqlite3_bind_text(pStmt, 2, pReq->zRecordKey, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 3, pReq->zRecordHash, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_text(pStmt, 2, pReq->zRecordKeys, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 3, pReq->zRecordHashes, -1, SQLITE_STATIC);
+  }
+  sqlite3_bind_int64(pStmt, 4, iId);
+  if (pReq->nRecords == 1) sqlite3_bind_text(pStmt, 5, zRemoteId, -1, SQLITE_STATIC);
+  return cr_store_step(p, pStmt, "cannot record delivered records", pzErr);
 }
 
 /* ------------------------------------------------------------------------

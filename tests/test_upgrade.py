@@ -28,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 from helpers import ACC, q, run_cases, script_of
 from run import Fake, TESTS
@@ -39,11 +40,13 @@ TOKEN_ENV = {"CALLRAIL_FIXTURE_TOKEN": "test-token"}
 
 class FixedFake(Fake):
     """The fake CallRail server on the fixed port the fixture names.  The
-    suites of `make test` run side by side, each with this test: a lock file
-    makes them take the port in turn."""
+    suites of `make test` run side by side, each with this test, and so may
+    the suites of another checkout: a lock file in the machine's temporary
+    directory makes them all take the port in turn."""
 
     def __init__(self, workdir, port):
-        self.lock = open(os.path.join(TESTS, "tmp", "port-%d.lock" % port), "w")
+        path = os.path.join(tempfile.gettempdir(), "callrail-sqlite-port-%d.lock" % port)
+        self.lock = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "w")
         fcntl.flock(self.lock, fcntl.LOCK_EX)  # until the other suite's fake has stopped
         probe = socket.socket()
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
