@@ -102,7 +102,7 @@ static const char cr_sql_invalid[] =
 ** names one (an update's answer may not). */
 #define CR_SQL_DELIVERED_UPSERT                                                                    \
   " ON CONFLICT(destination, record_key) DO UPDATE SET record_hash=excluded.record_hash,"          \
-  " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"                        \
+  " response_id=excluded.response_id, delivered_at=excluded.delivered_at,"                         \
   " remote_id=coalesce(excluded.remote_id, remote_id)"
 static const char cr_sql_delivered[] =
     "INSERT INTO callrail_delivered(destination, record_key, record_hash, response_id,"
