@@ -9,8 +9,8 @@ Makefile in build/bench-ref/ from a git worktree.  Both builds send the same
 set-up: a keyed destination with `exclude`), their runs interleaved so that
 the machine's noise falls on both alike; then callgrind counts the
 instructions per request of each (3,000 minus 1,000 requests, so that start-up
-cancels out).  Prints requests/s (median of the runs), their ratio, and
-instructions per request.
+cancels out).  Prints requests/s (median of the runs), their ratio, the
+median of the ratios of each back-to-back pair, and instructions per request.
 """
 import os
 import shutil
@@ -44,9 +44,13 @@ def main():
                 rates[name].append(N / r["wall"] if r["ok"] else 0.0)
                 rb.say("  run %d %s: %.0f req/s" % (i + 1, name, rates[name][-1]))
         med = {k: statistics.median(v) for k, v in rates.items()}
+        # Each pair ran back to back: the median of their ratios is steadier
+        # than the ratio of the medians when the machine's speed drifts.
+        pairs = [n / r for r, n in zip(rates["ref"], rates["new"]) if r > 0]
         print("%s, %d records, median of %d interleaved runs: reference %.0f req/s, this build "
-              "%.0f req/s: %.3f×" % (dest, N, rb.RUNS, med["ref"], med["new"],
-                                      med["new"] / med["ref"]))
+              "%.0f req/s: %.3f×; median of the pairs' ratios %.3f× (%s)"
+              % (dest, N, rb.RUNS, med["ref"], med["new"], med["new"] / med["ref"],
+                 statistics.median(pairs), ", ".join("%.2f" % x for x in pairs)))
         for name in ("ref", "new"):
             rb.EXT = rb.OUT / name / "callrail.so"
             ir = {}

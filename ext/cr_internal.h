@@ -566,8 +566,14 @@ int cr_store_claim(cr_store *p, const char *zDest, const char *zKind, sqlite3_in
 ** their keys back at the start of the next run. */
 int cr_store_settle(cr_store *p, const char *zDest, char **pzErr);
 /* Renews the run's heartbeat; zNote (if not NULL) becomes its error text,
-** which tells a user outside a terminal what a running run waits for. */
-int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr);
+** which tells a user outside a terminal what a running run waits for.
+** *pLost: the run's row is no longer `running` (another run recovered it),
+** so nothing was renewed.  Does not commit. */
+int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, int *pLost,
+                       char **pzErr);
+/* *pLost: the run's row is no longer `running`.  Read in a refill's
+** transaction, under the write lock, before its requests leave. */
+int cr_store_owned(cr_store *p, sqlite3_int64 iRun, int *pLost, char **pzErr);
 int cr_store_run_end(cr_store *p, sqlite3_int64 iRun, const cr_run_counts *pCounts,
                      const char *zStatus, const char *zError, char **pzErr);
 /* Writes the `pending` row of a request before it leaves. */

@@ -536,6 +536,7 @@ static int cr_run_admit(cr_run *pRun, cr_job *pJob, int *pOk, char **pzErr) {
 }
 
 static int cr_run_stop(cr_run *pRun, const char *zStatus, char **pzErr);
+static int cr_run_lost(cr_run *pRun, char **pzErr);
 
 /* How long to wait before refilling: each refill costs a commit (an
 ** fsync), so one request per commit would make the disk, not the network,
@@ -593,6 +594,11 @@ static int cr_run_fill(cr_run *pRun, char **pzErr) {
   rc = cr_run_gather(pRun, apJob, &n, pzErr);
   /* Durable if requests will leave; else the outcomes need not wait. */
   if (rc == SQLITE_OK && n > 0) rc = cr_store_lock(pRun->pStore, pzErr);
+  if (rc == SQLITE_OK && n > 0) {
+    int lost = 0; /* another run may have taken this one for dead meanwhile */
+    rc = cr_store_owned(pRun->pStore, pRun->iRun, &lost, pzErr);
+    if (rc == SQLITE_OK && lost) rc = cr_run_lost(pRun, pzErr);
+  }
   if (rc == SQLITE_OK) rc = cr_run_record(pRun, pzErr);
   for (i = 0; i < n; i++) {
     int admitted = 0;
@@ -783,21 +789,42 @@ static int cr_run_doze(cr_run *pRun, char **pzErr) {
 
 static int cr_run_end(cr_run *pRun, char **pzErr);
 
+/* The error of a run that lost its claim (see cr_run_beat). */
+static int cr_run_lost(cr_run *pRun, char **pzErr) {
+  cr_set_error(pzErr,
+               "run %lld of destination \"%s\" was taken for dead by another run and its "
+               "pending requests were recorded unknown: its heartbeat, last renewed %lld ms ago, "
+               "was older than lease_ms %lld while the statement was not stepped (or the "
+               "clocks of the two hosts differ); it sent nothing more",
+               pRun->iRun, pRun->pDest->zName, cr_now_ms() - pRun->tBeat, pRun->pDest->leaseMs);
+  return SQLITE_ERROR;
+}
+
 /* Renews the run's heartbeat every CR_HEARTBEAT_MS (other runs judge it
 ** dead when it stops); while the run waits for a spent quota, the
-** heartbeat also writes what it waits for into its error column. */
+** heartbeat also writes what it waits for into its error column.
+**
+** The heartbeat is renewed only while the statement is stepped.  A caller
+** away for longer than lease_ms (a consumer pausing between result rows, a
+** slow query) may meanwhile have been taken for dead by a run on another
+** host, which recovered this run and now sends the destination's records.
+** Such a run must send nothing more: the renewal succeeds only while the
+** run's row is still `running`, and each refill checks that under the
+** write lock before its requests leave (cr_run_fill). */
 static int cr_run_beat(cr_run *pRun, char **pzErr) {
   sqlite3_int64 tNow = cr_now_ms();
   const char *zNote = 0;
   char *zText = 0;
-  int rc;
+  int rc, lost = 0;
   if (pRun->tBeat && tNow - pRun->tBeat < CR_HEARTBEAT_MS) return SQLITE_OK;
-  pRun->tBeat = tNow;
   if (tNow < pRun->tPauseUntil) zNote = pRun->zQuotaNote;
   if (tNow + 1000 < pRun->tQuotaUntil) zNote = cr_pacer_wait_reason(pRun->pPacer);
   if (zNote) zText = sqlite3_mprintf("waiting: %s", zNote);
-  rc = cr_store_heartbeat(pRun->pStore, pRun->iRun, zText, pzErr);
+  rc = cr_store_heartbeat(pRun->pStore, pRun->iRun, zText, &lost, pzErr);
   sqlite3_free(zText);
+  if (rc == SQLITE_OK) rc = cr_store_flush(pRun->pStore, pzErr);
+  if (rc == SQLITE_OK && lost) return cr_run_lost(pRun, pzErr);
+  pRun->tBeat = tNow;
   return rc;
 }
 

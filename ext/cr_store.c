@@ -55,6 +55,7 @@ struct cr_store {
   sqlite3_stmt *pDeliveredOne;
   sqlite3_stmt *pRemoteId; /* a response's remote id at id_path */
   sqlite3_stmt *pHeartbeat;
+  sqlite3_stmt *pOwned;      /* is the run's row still running? */
   sqlite3_stmt *pLedger;     /* other runs' requests since a row id */
   sqlite3_stmt *pBegin;      /* BEGIN IMMEDIATE */
   sqlite3_stmt *pSyncNormal; /* PRAGMA synchronous=NORMAL */
@@ -82,10 +83,11 @@ static const char cr_sql_run_begin[] =
 static const char cr_sql_run_end[] =
     "UPDATE callrail_runs SET finished_at=" CR_NOW ", records=?2, requests=?3, ok=?4, failed=?5,"
     " unknown=?6, skipped=?7, invalid=?8, status=?9, error=?10, changed=?11 WHERE run_id=?1";
+/* Only a run that still holds its claim renews it: see cr_store_heartbeat. */
 static const char cr_sql_heartbeat[] =
     "UPDATE callrail_runs SET heartbeat_ms=?2, heartbeat_at=" CR_ISO(
         2) ","
-           " error=coalesce(?3, error) WHERE run_id=?1";
+           " error=coalesce(?3, error) WHERE run_id=?1 AND status='running'";
 static const char cr_sql_pending[] =
     "INSERT INTO callrail_responses(run_id, destination, batch, records, record_keys, method, url,"
     " request_body, state, attempts, sent_at, sent_ms, quota_bucket, quota_class, record_key)"
@@ -248,6 +250,10 @@ int cr_store_open(sqlite3 *db, cr_store **pp, char **pzErr) {
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_delivered_one, &p->pDeliveredOne, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "SELECT json_extract(?1, ?2)", &p->pRemoteId, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_heartbeat, &p->pHeartbeat, pzErr);
+  if (rc == SQLITE_OK) {
+    rc = cr_prepare(p->db, "SELECT 1 FROM callrail_runs WHERE run_id=?1 AND status='running'",
+                    &p->pOwned, pzErr);
+  }
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, cr_sql_ledger, &p->pLedger, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "BEGIN IMMEDIATE", &p->pBegin, pzErr);
   if (rc == SQLITE_OK) rc = cr_prepare(p->db, "PRAGMA synchronous=NORMAL", &p->pSyncNormal, pzErr);
@@ -272,6 +278,7 @@ void cr_store_close(cr_store *p) {
   sqlite3_finalize(p->pDeliveredOne);
   sqlite3_finalize(p->pRemoteId);
   sqlite3_finalize(p->pHeartbeat);
+  sqlite3_finalize(p->pOwned);
   sqlite3_finalize(p->pLedger);
   sqlite3_finalize(p->pBegin);
   sqlite3_finalize(p->pSyncNormal);
@@ -413,13 +420,25 @@ int cr_store_settle(cr_store *p, const char *zDest, char **pzErr) {
   return rc;
 }
 
-int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, char **pzErr) {
+int cr_store_heartbeat(cr_store *p, sqlite3_int64 iRun, const char *zNote, int *pLost,
+                       char **pzErr) {
   int rc;
   sqlite3_bind_int64(p->pHeartbeat, 1, iRun);
   sqlite3_bind_int64(p->pHeartbeat, 2, cr_wall_ms());
   sqlite3_bind_text(p->pHeartbeat, 3, zNote, -1, SQLITE_STATIC);
   rc = cr_store_step(p, p->pHeartbeat, "cannot renew the run's heartbeat", pzErr);
-  if (rc == SQLITE_OK) rc = cr_store_flush(p, pzErr);
+  *pLost = rc == SQLITE_OK && sqlite3_changes(p->db) == 0;
+  return rc;
+}
+
+int cr_store_owned(cr_store *p, sqlite3_int64 iRun, int *pLost, char **pzErr) {
+  int rc;
+  sqlite3_bind_int64(p->pOwned, 1, iRun);
+  rc = sqlite3_step(p->pOwned);
+  *pLost = rc == SQLITE_DONE;
+  sqlite3_reset(p->pOwned);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) return SQLITE_OK;
+  cr_set_error(pzErr, "cannot read the run's row: %s", sqlite3_errmsg(p->db));
   return rc;
 }
 

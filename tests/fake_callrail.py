@@ -69,6 +69,7 @@ DEFAULT_CONFIG = {
         "drop_after_commit_every": 0,
         "drop_before_response_every": 0,
         "redirect_to": None,
+        "hold_while_exists": None,  # a path: answers wait while that file exists
     },
     # Extra switches (all off by default):
     "sms_max_length": 140,
@@ -223,7 +224,7 @@ class ApiError(Exception):
 
 
 class Resp:
-    __slots__ = ("status", "headers", "body", "drop", "delay_ms")
+    __slots__ = ("status", "headers", "body", "drop", "delay_ms", "hold_file")
 
     def __init__(self, status=200, headers=None, body=b"", drop=False):
         self.status = status
@@ -231,6 +232,7 @@ class Resp:
         self.body = body
         self.drop = drop
         self.delay_ms = 0
+        self.hold_file = None
 
 
 JSON_CT = ("Content-Type", "application/json; charset=utf-8")
@@ -477,6 +479,12 @@ class App:
                 resp.delay_ms = delay
                 if fault is None:
                     fault = "delay"
+            # The request is applied now; its answer waits for the test's word.
+            hold = faults.get("hold_while_exists")
+            if hold and os.path.exists(hold):
+                resp.hold_file = hold
+                if fault is None:
+                    fault = "hold"
             self.seq += 1
             entry = {
                 "seq": self.seq,
@@ -1507,6 +1515,8 @@ class Handler(BaseHTTPRequestHandler):
             r = text_resp(500, "fake_callrail internal error (see its stderr)")
         if r.delay_ms:
             time.sleep(r.delay_ms / 1000.0)
+        while r.hold_file and os.path.exists(r.hold_file):
+            time.sleep(0.01)
         if r.drop:
             self._drop()
             return

@@ -643,6 +643,27 @@ class FakeCallRailTest(unittest.TestCase):
         r = self.c.get(A("companies.json"))
         self.assertEqual((r.status, r.json), (503, {"error": "Service Unavailable"}))
 
+    def test_hold_while_a_file_exists(self):
+        hold = os.path.join(tempfile.mkdtemp(), "hold")
+        open(hold, "w").close()
+        self.config({"faults": {"hold_while_exists": hold}})
+        answers, other = [], Client(self.port)
+        t = threading.Thread(target=lambda: answers.append(other.post(A("companies.json"), COMPANY)))
+        t.start()
+        try:
+            # applied at once (the state shows it), answered only once the file is gone
+            while not self.state()["objects"].get("companies"):
+                time.sleep(0.01)
+            self.assertEqual(answers, [])
+        finally:
+            os.remove(hold)
+            t.join(30)
+            other.close()
+        self.assertEqual(answers[0].status, 201)
+        self.assertEqual([e["fault"] for e in self.log()], ["hold"])
+        self.assertEqual(self.c.post(A("companies.json"), COMPANY).status, 201)  # no file: no hold
+        self.assertEqual([e["fault"] for e in self.log()], ["hold", None])
+
     def test_delay(self):
         self.config({"faults": {"delay_ms": 300, "delay_every": 2}})
         t = []

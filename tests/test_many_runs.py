@@ -28,7 +28,9 @@
 #     heartbeat is older than lease_ms the next send recovers it (row unknown,
 #     run interrupted) and runs, also when a send was already waiting for it;
 #     Ctrl-C of a waiting send stops it within a second without a run row;
-#     an `error` run's pending rows are recovered;
+#     an `error` run's pending rows are recovered; a run taken for dead while
+#     its caller was away (a slow query, a paused consumer) sends nothing
+#     more when the caller comes back;
 #   - triggers planted on each audit table change nothing: no record POSTed
 #     twice, every request has exactly one row; a view named
 #     callrail_delivered is refused with an error naming it, nothing sent;
@@ -466,6 +468,74 @@ def test_sigint_while_waiting_for_a_live_run_stops_within_a_second_and_sends_not
     assert ctx.fake.log() == []
     assert [r["run_id"] for r in runs(ctx, db=db)] == [run_id], runs(ctx, db=db)
     assert row_state(ctx, db, rid)["state"] == "pending"
+
+
+SLOW_SQL = os.path.join(ROOT, "build", "slow_sql")
+
+
+def held_sends(mark, go):
+    """Two ways a run's caller is away while its statement is not stepped,
+    held by slow_sql_wait_file() until the file go exists: the user's query
+    computing record 3, and the consumer over its first result row."""
+    wait = "slow_sql_wait_file(%s, %s)" % (q(mark), q(go))
+    slow_query = ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i<5)"
+                  " SELECT 'Shop ' || i AS name FROM s WHERE i <> 3 OR %s" % wait)
+    return {
+        "slow query": "SELECT state, count(*) AS n FROM callrail_send('co', %s) GROUP BY state;"
+                      % q(slow_query),
+        "paused consumer": "SELECT record_key, %s AS held FROM callrail_send('co', %s);"
+                           % (wait, q(names_query(5))),
+    }
+
+
+def test_a_run_taken_for_dead_while_its_caller_was_away_sends_nothing_more(ctx):
+    """A run whose caller is away (a slow query, a consumer pausing between
+    rows) renews no heartbeat.  Seen from another host its lease runs out
+    (simulated: its row is moved to host 'elsewhere' with an old heartbeat),
+    and a second run recovers it and sends the records, whose answers the
+    fake holds back.  When the first caller comes back, its run must not
+    send them again (the second run's requests are in flight, so nothing in
+    callrail_delivered tells it yet): it ends `error` saying it was taken for
+    dead, and each record was POSTed once."""
+    mark, go, hold = (os.path.join(ctx.dir, f) for f in ("held", "go", "hold"))
+    for label, send in held_sends(mark, go).items():
+        for f in (mark, go):
+            if os.path.exists(f):
+                os.remove(f)
+        ctx.fake.reset()
+        db = fresh_db(ctx, label.replace(" ", "-"), dest_sql("co", companies_dest(
+            key="name", concurrency=2, lease_ms=10000)))
+        with Senders() as senders:
+            first = senders.add(ctx.spawn(cron_script(ctx, ".load %s\n" % SLOW_SQL + send), db=db))
+            wait_for(first, lambda: os.path.exists(mark),
+                     ended="%s: the first run ended before it was held" % label)
+            (held,) = [r for r in runs(ctx, db=db) if r["status"] == "running"]
+            ctx.sql("UPDATE callrail_runs SET host = 'elsewhere', heartbeat_ms = heartbeat_ms - 11000"
+                    " WHERE run_id = %d;" % held["run_id"], db=db)
+            open(hold, "w").close()
+            ctx.fake.config(faults={"hold_while_exists": hold})
+            n_before = len(ctx.fake.log())
+            second = senders.add(ctx.spawn(cron_script(ctx, send_sql(n=5)), db=db))
+            wait_for(second, lambda: len(ctx.fake.log()) > n_before,
+                     ended="%s: the second run ended before its first request" % label)
+            open(go, "w").close()  # the first caller comes back
+            wait_for(first, lambda: first.poll() is not None or
+                     len(committed_posts(ctx.fake.log())) < len(ctx.fake.log()),
+                     ended="")
+            os.remove(hold)
+            rc, out = finish(ctx, first)
+            rc2, out2 = finish(ctx, second)
+        assert rc2 == 0 and "Error" not in out2, out2
+        assert rc != 0 and ("run %d of destination \"co\" was taken for dead by another run"
+                            % held["run_id"]) in out, "%s: %s" % (label, out)
+        first_run, second_run = runs(ctx, db=db)
+        assert first_run["status"] == "error" and "taken for dead" in first_run["error"], first_run
+        assert second_run["status"] == "done", second_run
+        log = ctx.fake.log()
+        assert_each_record_once(log, 5)
+        check_audit(ctx, log, responses(ctx, db=db), db=db)
+        print("     %s: run %d held, taken for dead; run %d sent %d meanwhile; 0 POSTed twice"
+              % (label, first_run["run_id"], second_run["run_id"], second_run["ok"]))
 
 
 def test_the_pending_rows_of_an_error_run_are_recovered_to_unknown(ctx):
