@@ -707,31 +707,29 @@ static int cr_record_build(cr_records *p, cr_record *pRec, char **pzErr) {
   return rc;
 }
 
-/* Appends z[0..n) percent-encoded: only RFC 3986 unreserved characters
-** stay, so a value can never change the URL's host, path, query or
-** fragment.  A value of only dots is encoded too: "." and ".." would be
-** path segments that servers resolve. */
 static int cr_unreserved(unsigned char c, int allDots) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '_' || c == '~' || (c == '.' && !allDots);
 }
 
+/* Appends z[0..n) percent-encoded: only RFC 3986 unreserved characters
+** stay, so a value can never change the URL's host, path, query or
+** fragment.  A value of only dots is encoded too: "." and ".." would be
+** path segments that servers resolve.  Unreserved characters go a run at
+** a time (ids are long). */
 static void cr_percent_encode(sqlite3_str *pOut, const char *z, int n) {
   static const char hex[] = "0123456789ABCDEF";
   int allDots = n > 0 && (int)strspn(z, ".") >= n;
-  int i = 0;
-  while (i < n) {
-    int j = i;
-    while (j < n && cr_unreserved((unsigned char)z[j], allDots))
-      j++;
-    if (j > i) sqlite3_str_append(pOut, z + i, j - i); /* a run at a time: ids are long */
+  int i, j;
+  for (i = 0; i < n; i = j + 1) {
+    for (j = i; j < n && cr_unreserved((unsigned char)z[j], allDots); j++) {
+    }
+    sqlite3_str_append(pOut, z + i, j - i);
     if (j < n) {
       unsigned char c = (unsigned char)z[j];
       char a[3] = {'%', hex[c >> 4], hex[c & 15]};
       sqlite3_str_append(pOut, a, 3);
-      j++;
     }
-    i = j;
   }
 }
 
